@@ -1,0 +1,182 @@
+"""The frozen CLIP adapter on tiny random open_clip models."""
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+from safetensors.torch import save_file
+
+from wwbl.clip import FrozenCLIP, UnsupportedCLIPError
+from wwbl.clip.adapter import MODEL_CONFIG_DIR
+from wwbl.errors import MissingResourceError
+
+
+def test_functional_vit_equals_open_clip(tiny_clip):
+    x = tiny_clip.prepare(torch.rand(3, 3, 40, 90))
+    ours = tiny_clip.vit.forward(x)
+    theirs = tiny_clip.model.encode_image(x)
+    assert torch.allclose(ours, theirs, atol=1e-5)
+
+
+def test_functional_vit_notices_a_changed_block(tiny_clip):
+    # The equality above must depend on every block: a one-block run differs.
+    x = tiny_clip.prepare(torch.rand(2, 3, 64, 64))
+    vit = tiny_clip.vit
+    partial = vit.head(vit.run_blocks(vit.tokens_in(x), 0, vit.num_layers - 1))
+    assert not torch.allclose(partial, tiny_clip.model.encode_image(x), atol=1e-3)
+
+
+def test_attention_probabilities_match_torch_mha(tiny_clip):
+    vit = tiny_clip.vit
+    tokens = vit.tokens_in(tiny_clip.prepare(torch.rand(2, 3, 64, 64)))
+    block = vit.blocks[0]
+    normed = block.ln_1(tokens)
+    _, probs = vit.attention(0, normed)
+    _, torch_probs = block.attn(normed, normed, normed, need_weights=True, average_attn_weights=False)
+    assert torch.allclose(probs, torch_probs, atol=1e-5)
+    assert torch.allclose(probs.sum(-1), torch.ones_like(probs.sum(-1)), atol=1e-5)
+
+
+def _naive_last_layer_relevancy(clip: FrozenCLIP, image01: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+    """Chefer's last-block relevancy for one pair, using open_clip's own modules and torch's MHA weights."""
+    visual = clip.model.visual
+    x = clip.prepare(image01[None])
+    tokens = visual._embeds(x) if hasattr(visual, "_embeds") else None
+    for block in visual.transformer.resblocks[:-1]:
+        tokens = block(tokens)
+    last = visual.transformer.resblocks[-1]
+    normed = last.ln_1(tokens)
+    _, probs = last.attn(normed, normed, normed, need_weights=True, average_attn_weights=False)
+    probs = probs.detach().requires_grad_(True)
+    heads = last.attn.num_heads
+    width = normed.shape[-1]
+    v = F.linear(normed, last.attn.in_proj_weight[2 * width:], last.attn.in_proj_bias[2 * width:])
+    v = v.reshape(1, -1, heads, width // heads).transpose(1, 2)
+    attn_out = last.attn.out_proj((probs @ v).transpose(1, 2).reshape(1, -1, width))
+    out = tokens + attn_out
+    out = out + last.mlp(last.ln_2(out))
+    emb = F.normalize(visual.ln_post(out[:, 0]) @ visual.proj, dim=-1)
+    score = clip.logit_scale * (emb * text).sum()
+    (grad,) = torch.autograd.grad(score, probs)
+    cam = (grad * probs).clamp(min=0).mean(dim=1)[0, 0, 1:]
+    side = int(cam.numel() ** 0.5)
+    cam = F.interpolate(cam.reshape(1, 1, side, side), size=(clip.image_size,) * 2, mode="bilinear")[0, 0]
+    return (cam - cam.min()) / (cam.max() - cam.min())
+
+
+def test_relevancy_matches_naive_per_pair_computation(tiny_clip):
+    torch.manual_seed(1)
+    images = torch.rand(3, 3, 64, 64)
+    texts = tiny_clip.encode_text(["a red square", "two blue circles", "a green triangle left"])
+    batched = tiny_clip.relevancy(images, texts)
+    assert batched.shape == (3, 64, 64)
+    for i in range(3):
+        with torch.enable_grad():
+            naive = _naive_last_layer_relevancy(tiny_clip, images[i], texts[i])
+        assert torch.allclose(batched[i], naive, atol=1e-4)
+
+
+def test_relevancy_properties(tiny_clip):
+    images = torch.rand(2, 3, 50, 80)
+    texts = tiny_clip.encode_text(["a dog", "a cat"])
+    last = tiny_clip.relevancy(images, texts)
+    rollout = tiny_clip.relevancy(images, texts, start_layer=0)
+    explicit_last = tiny_clip.relevancy(images, texts, start_layer=tiny_clip.vit.num_layers - 1)
+    for maps in (last, rollout):
+        assert maps.min() >= 0 and maps.max() <= 1
+        assert torch.allclose(maps.flatten(1).amax(1), torch.ones(2))
+        assert not maps.requires_grad
+    assert torch.allclose(last, explicit_last)
+    assert not torch.allclose(last, rollout)
+    # Pairs are independent: the first pair alone gives the same map.
+    assert torch.allclose(tiny_clip.relevancy(images[:1], texts[:1]), last[:1], atol=1e-5)
+
+
+def test_relevancy_requires_one_text_per_image(tiny_clip):
+    with pytest.raises(ValueError, match="one text per image"):
+        tiny_clip.relevancy(torch.rand(2, 3, 64, 64), tiny_clip.encode_text(["a"]))
+
+
+def test_encode_image_is_differentiable_but_clip_is_frozen(tiny_clip):
+    images = torch.rand(2, 3, 30, 30, requires_grad=True)
+    emb = tiny_clip.encode_image(images)
+    assert torch.allclose(emb.norm(dim=-1), torch.ones(2), atol=1e-5)
+    emb.sum().backward()
+    assert images.grad is not None and images.grad.abs().sum() > 0
+    assert all(p.grad is None and not p.requires_grad for p in tiny_clip.model.parameters())
+    tiny_clip.train()
+    assert not tiny_clip.model.training
+
+
+def test_prepare_resizes_and_normalises(tiny_clip):
+    gray = torch.full((1, 3, 10, 20), 0.5)
+    x = tiny_clip.prepare(gray)
+    assert x.shape == (1, 3, 64, 64)
+    expected = (0.5 - torch.tensor(tiny_clip.mean)) / torch.tensor(tiny_clip.std)
+    assert torch.allclose(x[0, :, 5, 5], expected, atol=1e-5)
+    assert torch.allclose(tiny_clip.prepare(gray, normalize=False), torch.full((1, 3, 64, 64), 0.5))
+
+
+def test_text_encoding_is_cached_and_batch_independent(tiny_clip):
+    together = tiny_clip.encode_text(["a red square", "a blue circle", "a red square"])
+    alone = tiny_clip.encode_text(["a blue circle"])
+    assert torch.allclose(together[1], alone[0], atol=1e-6)
+    assert torch.equal(together[0], together[2])
+    assert "a red square" in tiny_clip._text_cache
+    with torch.no_grad():
+        direct = F.normalize(tiny_clip.model.encode_text(tiny_clip.tokenize(["a red square"])).float(), dim=-1)
+    assert torch.allclose(together[0], direct[0], atol=1e-6)
+
+
+def test_text_cache_evicts_least_recent():
+    clip = FrozenCLIP("wwbl-tiny-vit", text_cache_size=2)
+    clip.encode_text(["one", "two"])
+    clip.encode_text(["one"])
+    clip.encode_text(["three"])
+    assert list(clip._text_cache) == ["one", "three"]
+
+
+@pytest.mark.parametrize("bad", ["", "   "])
+def test_empty_phrase_is_rejected(tiny_clip, bad):
+    with pytest.raises(ValueError, match="empty phrase"):
+        tiny_clip.encode_text([bad])
+
+
+def test_local_checkpoint_file_and_directory(tmp_path, tiny_clip):
+    weights = tmp_path / "tiny.safetensors"
+    save_file({k: v.contiguous() for k, v in tiny_clip.model.state_dict().items()}, str(weights))
+    from_file = FrozenCLIP("wwbl-tiny-vit", checkpoint=weights)
+    model_dir = tmp_path / "tiny_dir"
+    model_dir.mkdir()
+    save_file({k: v.contiguous() for k, v in tiny_clip.model.state_dict().items()},
+              str(model_dir / "open_clip_model.safetensors"))
+    config = json.loads((MODEL_CONFIG_DIR / "wwbl-tiny-vit.json").read_text())
+    (model_dir / "open_clip_config.json").write_text(json.dumps({"model_cfg": config}))
+    from_dir = FrozenCLIP(checkpoint=model_dir)
+    images = torch.rand(2, 3, 64, 64)
+    reference = tiny_clip.encode_image(images)
+    assert torch.allclose(from_file.encode_image(images), reference, atol=1e-6)
+    assert torch.allclose(from_dir.encode_image(images), reference, atol=1e-6)
+
+
+def test_missing_checkpoint_names_the_file(tmp_path):
+    with pytest.raises(MissingResourceError, match="nope.safetensors"):
+        FrozenCLIP("wwbl-tiny-vit", checkpoint=tmp_path / "nope.safetensors")
+
+
+def test_offline_pretrained_tag_gives_clear_error():
+    with pytest.raises(MissingResourceError, match="ViT-B-32.*openai.*checkpoint="):
+        FrozenCLIP("ViT-B-32", pretrained="openai")
+
+
+def test_unknown_model_name():
+    with pytest.raises(ValueError, match="unknown open_clip model"):
+        FrozenCLIP("no-such-model")
+
+
+def test_resnet_clip_encodes_but_has_no_relevancy(tiny_rn_clip):
+    emb = tiny_rn_clip.encode_image(torch.rand(2, 3, 100, 100))
+    assert emb.shape == (2, tiny_rn_clip.embed_dim)
+    assert not tiny_rn_clip.is_vit
+    with pytest.raises(UnsupportedCLIPError):
+        tiny_rn_clip.relevancy(torch.rand(1, 3, 128, 128), tiny_rn_clip.encode_text(["a"]))

@@ -1,0 +1,255 @@
+"""The frozen CLIP used as teacher and text encoder.
+
+`FrozenCLIP` wraps any open_clip model (a pretrained tag, a local weights file, or a model
+directory in open_clip's `open_clip_config.json` + `open_clip_model.safetensors` layout). The
+parameters are frozen and the model stays in eval mode; gradients still flow from CLIP's outputs
+back to its *inputs*, which is how network g's mask is trained.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+from collections import OrderedDict
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import open_clip
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from wwbl.clip.relevancy import relevancy_maps
+from wwbl.clip.vit import UnsupportedCLIPError, ViTInternals
+from wwbl.errors import MissingResourceError
+
+log = logging.getLogger(__name__)
+
+MODEL_CONFIG_DIR = Path(__file__).parent / "model_configs"
+_PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def register_model_configs(path: str | Path = MODEL_CONFIG_DIR) -> None:
+    """Make the JSON architectures in `path` (a file or a folder) known to open_clip by file stem."""
+    open_clip.add_model_config(Path(path))
+
+
+register_model_configs()
+
+
+class FrozenCLIP(nn.Module):
+    """A frozen open_clip model with differentiable preprocessing, cached text encoding and relevancy.
+
+    Args:
+        model: open_clip architecture name (e.g. "ViT-B-32", or "wwbl-tiny-vit" from
+            `wwbl/clip/model_configs`). Ignored when `checkpoint` is a model directory.
+        pretrained: open_clip pretrained tag (e.g. "openai"); needs the weights in the local
+            cache or network access.
+        checkpoint: local weights: a `.safetensors`/`.pt`/`.bin` state dict for `model`, or a
+            directory holding `open_clip_config.json` and `open_clip_model.safetensors`.
+        precision: "fp32", "fp16" or "bf16" for the frozen weights (the reference ran fp16 on GPU).
+        text_cache_size: how many phrase embeddings to keep (least recently used are evicted).
+    """
+
+    def __init__(
+        self,
+        model: str = "ViT-B-32",
+        pretrained: str | None = None,
+        checkpoint: str | Path | None = None,
+        precision: str = "fp32",
+        cache_dir: str | None = None,
+        text_cache_size: int = 65536,
+    ):
+        super().__init__()
+        if precision not in _PRECISIONS:
+            raise ValueError(f"precision must be one of {sorted(_PRECISIONS)}, got {precision!r}")
+        self.spec = {"model": model, "pretrained": pretrained, "checkpoint": str(checkpoint) if checkpoint else None,
+                     "precision": precision}
+        net, self.model_name = _build_open_clip(model, pretrained, checkpoint, cache_dir)
+        self.model = net.to(_PRECISIONS[precision])
+        self.model.eval().requires_grad_(False)
+        self.tokenizer = open_clip.get_tokenizer(self.model_name)
+        preprocess = open_clip.get_model_preprocess_cfg(self.model)
+        size = preprocess.get("size", self.model.visual.image_size)
+        self.image_size = int(size[0] if isinstance(size, (tuple, list)) else size)
+        self.mean = tuple(preprocess.get("mean", open_clip.OPENAI_DATASET_MEAN))
+        self.std = tuple(preprocess.get("std", open_clip.OPENAI_DATASET_STD))
+        self.register_buffer("_mean", torch.tensor(self.mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("_std", torch.tensor(self.std).view(1, 3, 1, 1), persistent=False)
+        self.embed_dim = int(self.model.text_projection.shape[-1]) if _has_text_projection(self.model) else \
+            int(self.encode_text(["a"]).shape[-1])
+        self.logit_scale = float(self.model.logit_scale.exp())
+        self._text_cache: OrderedDict[str, Tensor] = OrderedDict()
+        self._text_cache_size = text_cache_size
+        self._vit: ViTInternals | None = None
+
+    def train(self, mode: bool = True) -> "FrozenCLIP":
+        # Frozen means frozen: Lightning's model.train() must not switch CLIP out of eval mode.
+        super().train(mode)
+        self.model.eval()
+        return self
+
+    @property
+    def device(self) -> torch.device:
+        return self._mean.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.model.parameters()).dtype
+
+    @property
+    def is_vit(self) -> bool:
+        return hasattr(self.model.visual, "transformer") and hasattr(self.model.visual, "conv1")
+
+    @property
+    def vit(self) -> ViTInternals:
+        """Block-level access for relevancy and the training-free extractors (ViT models only)."""
+        if self._vit is None:
+            self._vit = ViTInternals(self.model.visual)
+        return self._vit
+
+    # -- images ---------------------------------------------------------------------------------
+    def prepare(self, images01: Tensor, normalize: bool = True) -> Tensor:
+        """Differentiable preprocessing: B×3×H×W in [0,1] -> CLIP's input (bilinear resize, normalisation).
+
+        `normalize=False` only resizes; the reference fed CLIP [-1,1] images that way.
+        """
+        if images01.dim() != 4 or images01.shape[1] != 3:
+            raise ValueError(f"expected images shaped B×3×H×W, got {tuple(images01.shape)}")
+        x = images01.to(self._mean.device, torch.float32)
+        if x.shape[-2:] != (self.image_size, self.image_size):
+            x = F.interpolate(x, size=(self.image_size, self.image_size), mode="bilinear", align_corners=False)
+        if normalize:
+            x = (x - self._mean) / self._std
+        return x.to(self.dtype)
+
+    def encode_image_prepared(self, x: Tensor) -> Tensor:
+        """L2-normalised float32 embeddings of already prepared inputs; differentiable w.r.t. x."""
+        return F.normalize(self.model.encode_image(x.to(self.dtype)).float(), dim=-1)
+
+    def encode_image(self, images01: Tensor, normalize_input: bool = True) -> Tensor:
+        """L2-normalised float32 embeddings B×D of [0,1] images; differentiable w.r.t. the images."""
+        return self.encode_image_prepared(self.prepare(images01, normalize_input))
+
+    # -- text -----------------------------------------------------------------------------------
+    def tokenize(self, phrases: Sequence[str]) -> Tensor:
+        return self.tokenizer(list(phrases)).to(self.device)
+
+    @torch.no_grad()
+    def encode_text(self, phrases: Sequence[str]) -> Tensor:
+        """L2-normalised float32 embeddings T×D; each distinct phrase is encoded once and cached."""
+        phrases = [_check_phrase(p) for p in phrases]
+        missing = list(dict.fromkeys(p for p in phrases if p not in self._text_cache))
+        if missing:
+            emb = F.normalize(self.model.encode_text(self.tokenize(missing)).float(), dim=-1)
+            for phrase, vector in zip(missing, emb):
+                self._remember(phrase, vector)
+        for p in phrases:
+            self._text_cache.move_to_end(p)
+        if not phrases:
+            return torch.empty(0, self.embed_dim, device=self.device)
+        return torch.stack([self._text_cache[p] for p in phrases]).to(self.device)
+
+    def _remember(self, phrase: str, vector: Tensor) -> None:
+        self._text_cache[phrase] = vector
+        while len(self._text_cache) > self._text_cache_size:
+            self._text_cache.popitem(last=False)
+
+    # -- relevancy ------------------------------------------------------------------------------
+    def relevancy(
+        self, images01: Tensor, text_emb: Tensor, start_layer: int = -1, normalize_input: bool = True
+    ) -> Tensor:
+        """Chefer relevancy for the pairs (image_i, text_i): B×S×S in [0, 1], S = image_size, detached."""
+        if not self.is_vit:
+            raise UnsupportedCLIPError("Chefer relevancy needs a ViT CLIP; this model's image tower is "
+                                       f"{type(self.model.visual).__name__}.")
+        prepared = self.prepare(images01.detach(), normalize_input)
+        return relevancy_maps(self.vit, prepared, text_emb, self.logit_scale, start_layer)
+
+    def extra_repr(self) -> str:
+        return json.dumps(self.spec)
+
+
+def _has_text_projection(model: nn.Module) -> bool:
+    proj = getattr(model, "text_projection", None)
+    return isinstance(proj, Tensor) and proj.dim() == 2
+
+
+def _check_phrase(phrase: Any) -> str:
+    if not isinstance(phrase, str):
+        raise TypeError(f"phrases must be strings, got {type(phrase).__name__}")
+    if not phrase.strip():
+        raise ValueError("empty phrase: CLIP needs at least one word to ground")
+    return phrase
+
+
+# -- loading ------------------------------------------------------------------------------------
+def _build_open_clip(
+    model: str, pretrained: str | None, checkpoint: str | Path | None, cache_dir: str | None
+) -> tuple[nn.Module, str]:
+    """Returns the open_clip model and the architecture name its tokenizer is looked up by."""
+    if checkpoint is not None:
+        return _from_local(model, Path(checkpoint))
+    if model not in open_clip.list_models():
+        raise ValueError(f"unknown open_clip model {model!r}; known: open_clip.list_models() and "
+                         f"the JSON files in {MODEL_CONFIG_DIR}")
+    if pretrained is None:
+        return _quiet_create(model), model
+    try:
+        return open_clip.create_model(model, pretrained=pretrained, cache_dir=cache_dir), model
+    except Exception as err:  # download/network/cache failures come in many types
+        raise MissingResourceError(
+            f"Could not load CLIP weights for model {model!r}, pretrained tag {pretrained!r} ({err}). "
+            "Without network access they must already be in the cache: on a machine with network run "
+            f"`python -c \"import open_clip; open_clip.create_model('{model}', pretrained='{pretrained}')\"` "
+            "and copy the Hugging Face cache (~/.cache/huggingface) here, or pass a local weights file "
+            "with checkpoint=/path/to/open_clip_model.safetensors (CLI: --clip-checkpoint)."
+        ) from err
+
+
+def _quiet_create(model: str) -> nn.Module:
+    # open_clip warns "initialized randomly" for tag-less models; that is intended here.
+    logger = logging.getLogger()
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        return open_clip.create_model(model)
+    finally:
+        logger.setLevel(level)
+
+
+def _from_local(model: str, path: Path) -> tuple[nn.Module, str]:
+    if path.is_dir():
+        config_file, weights = path / "open_clip_config.json", path / "open_clip_model.safetensors"
+        for needed in (config_file, weights):
+            if not needed.is_file():
+                raise MissingResourceError(f"CLIP model directory {path} lacks {needed.name}")
+        model = _register_dir_config(config_file)
+        path = weights
+    elif not path.is_file():
+        raise MissingResourceError(f"CLIP checkpoint file not found: {path}")
+    net = _quiet_create(model)
+    state = _read_state_dict(path)
+    state = {k.removeprefix("module."): v for k, v in state.items()}
+    net.load_state_dict(state)
+    return net, model
+
+
+def _register_dir_config(config_file: Path) -> str:
+    config = json.loads(config_file.read_text())
+    model_cfg = config.get("model_cfg", config)
+    name = f"local-{config_file.parent.resolve().name}"
+    target = Path(tempfile.mkdtemp(prefix="wwbl_clip_cfg_")) / f"{name}.json"
+    target.write_text(json.dumps(model_cfg))
+    register_model_configs(target)
+    return name
+
+
+def _read_state_dict(path: Path) -> dict[str, Tensor]:
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    return state.get("state_dict", state) if isinstance(state, dict) else state

@@ -1,0 +1,75 @@
+"""Chefer et al. relevancy maps for ViT CLIP ("generic attention explainability", GAE).
+
+For a pair (image, text) the score is s = logit_scale · cos(E_img(x), ẑ_t). For every block l
+from `start_layer` on, Ā_l = mean_heads(clamp(∂s/∂A_l ⊙ A_l, min=0)) and the relevancy is
+R = Π (I + Ā_l R) accumulated from the first used block; the map is R[CLS, patches].
+
+With `start_layer=-1` (the default and the WWbL reference, `utils.py::interpret_new`) only the
+last block is used, so the map is Ā_last[CLS, patches]. `start_layer=0` is the full rollout of
+Chefer's paper. Pairs are independent, so one backward pass serves the whole batch.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from wwbl.clip.vit import ViTInternals
+
+
+def relevancy_maps(
+    vit: ViTInternals,
+    prepared: Tensor,
+    text_emb: Tensor,
+    logit_scale: float = 100.0,
+    start_layer: int = -1,
+) -> Tensor:
+    """Relevancy of each image's patches for its own text: B×3×S×S (prepared), B×D -> B×S×S in [0, 1].
+
+    The result is detached; it is min-max normalised per map after a bilinear upsampling
+    (align_corners=False) of the patch grid to the input size, as the reference does.
+    """
+    if prepared.shape[0] != text_emb.shape[0]:
+        raise ValueError(f"relevancy needs one text per image, got {prepared.shape[0]} images and {text_emb.shape[0]} texts")
+    first = start_layer % vit.num_layers
+    with torch.enable_grad():
+        x = prepared.detach().requires_grad_(True)
+        tokens, probs = _forward_keeping_attention(vit, x, first)
+        image_emb = F.normalize(vit.head(tokens).float(), dim=-1)
+        score = logit_scale * (image_emb * text_emb.to(image_emb)).sum()
+        grads = torch.autograd.grad(score, probs)
+    patch_rel = _rollout(probs, grads)[:, 0, 1:]
+    return _to_image_map(patch_rel, prepared.shape[-2:], _grid_of(prepared, vit))
+
+
+def _forward_keeping_attention(vit: ViTInternals, x: Tensor, first: int) -> tuple[Tensor, list[Tensor]]:
+    tokens = vit.run_blocks(vit.tokens_in(x), 0, first)
+    return vit.run_blocks(tokens, first, None, return_attn=True)
+
+
+def _rollout(probs: list[Tensor], grads: tuple[Tensor, ...]) -> Tensor:
+    """R = Π_l (I + Ā_l) applied as R ← R + Ā_l R, from the first used block on."""
+    b, _, length, _ = probs[0].shape
+    rel = torch.eye(length, device=probs[0].device, dtype=torch.float32).expand(b, length, length)
+    for attn, grad in zip(probs, grads):
+        cam = (grad.float() * attn.detach().float()).clamp(min=0).mean(dim=1)
+        rel = rel + cam @ rel
+    return rel
+
+
+def _grid_of(prepared: Tensor, vit: ViTInternals) -> tuple[int, int]:
+    return prepared.shape[-2] // vit.patch_size, prepared.shape[-1] // vit.patch_size
+
+
+def _to_image_map(patch_rel: Tensor, size_hw: tuple[int, int], grid_hw: tuple[int, int]) -> Tensor:
+    maps = patch_rel.reshape(-1, 1, *grid_hw)
+    maps = F.interpolate(maps, size=tuple(size_hw), mode="bilinear", align_corners=False)[:, 0]
+    return minmax_normalize(maps).detach()
+
+
+def minmax_normalize(maps: Tensor, eps: float = 1e-8) -> Tensor:
+    """Per-map min-max to [0, 1] over the last two dimensions (a constant map becomes 0)."""
+    flat = maps.flatten(-2)
+    low = flat.min(dim=-1, keepdim=True).values
+    high = flat.max(dim=-1, keepdim=True).values
+    return ((flat - low) / (high - low).clamp_min(eps)).reshape(maps.shape)

@@ -1,0 +1,162 @@
+"""Functional access to an open_clip VisionTransformer.
+
+This is the only module that reaches into open_clip's internals. open_clip runs attention through
+`nn.MultiheadAttention(need_weights=False)` (and its main branch is replacing that module), so we
+do not hook it: we recompute each block from its parameters, which exposes the attention
+probabilities, accepts custom attention masks and extra tokens, and allows other patch strides.
+The parameters read here (conv1, class/positional embeddings, ln_pre, per block ln_1, in_proj,
+out_proj, ls_1, ln_2, mlp, ls_2, then ln_post and proj) have been stable across open_clip 2.x–3.2;
+`tests/test_clip_adapter.py` checks that this forward equals open_clip's own on tiny models.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+class UnsupportedCLIPError(ValueError):
+    """The open_clip model lacks the structure a ViT-based method needs."""
+
+
+class ViTInternals:
+    """Parameter-level forward of `model.visual` (an open_clip `VisionTransformer`)."""
+
+    def __init__(self, visual: nn.Module):
+        self._check_supported(visual)
+        self.visual = visual
+        self.blocks = list(visual.transformer.resblocks)
+        self.num_layers = len(self.blocks)
+        self.num_heads = self.blocks[0].attn.num_heads
+        self.width = visual.conv1.out_channels
+        self.patch_size = int(visual.conv1.kernel_size[0])
+        self.grid_size = tuple(int(g) for g in visual.grid_size)
+
+    @staticmethod
+    def _check_supported(visual: nn.Module) -> None:
+        needed = ("conv1", "class_embedding", "positional_embedding", "ln_pre", "transformer", "ln_post")
+        missing = [name for name in needed if not hasattr(visual, name)]
+        if missing:
+            raise UnsupportedCLIPError(
+                f"{type(visual).__name__} is not an open_clip VisionTransformer (missing {missing}); "
+                "this method needs a ViT CLIP such as ViT-B-32."
+            )
+        if getattr(visual, "attn_pool", None) is not None or getattr(visual, "pool_type", "tok") != "tok":
+            raise UnsupportedCLIPError("Only ViT CLIP models pooled by the class token are supported.")
+        block = visual.transformer.resblocks[0]
+        if not isinstance(getattr(block, "attn", None), nn.MultiheadAttention) or hasattr(block, "ln_1_kv"):
+            raise UnsupportedCLIPError(
+                f"Unsupported attention block {type(block).__name__}; supported: open_clip "
+                "ResidualAttentionBlock with nn.MultiheadAttention (open_clip_torch < 3.3)."
+            )
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.visual.conv1.weight.dtype
+
+    # -- embeddings -----------------------------------------------------------------------------
+    def pos_embed(self, grid_hw: tuple[int, int]) -> Tensor:
+        """Positional embeddings (1 + h·w)×width, patch part bilinearly resized to `grid_hw`."""
+        pos = self.visual.positional_embedding
+        if tuple(grid_hw) == self.grid_size:
+            return pos
+        gh, gw = self.grid_size
+        patch_pos = pos[1:].reshape(1, gh, gw, -1).permute(0, 3, 1, 2)
+        patch_pos = F.interpolate(patch_pos.float(), size=grid_hw, mode="bilinear", align_corners=False)
+        patch_pos = patch_pos.to(pos.dtype).permute(0, 2, 3, 1).reshape(grid_hw[0] * grid_hw[1], -1)
+        return torch.cat([pos[:1], patch_pos], dim=0)
+
+    def tokens_in(self, x: Tensor, stride: int | None = None) -> Tensor:
+        """Prepared images B×3×H×W -> tokens B×(1+h·w)×width after ln_pre.
+
+        `stride` < patch size gives overlapping patches (Adapting CLIP's reduced stride); the
+        positional embeddings are then resized to the denser grid.
+        """
+        conv = self.visual.conv1
+        patches = F.conv2d(x.to(self.dtype), conv.weight, stride=stride or self.patch_size)
+        grid_hw = (patches.shape[-2], patches.shape[-1])
+        patches = patches.flatten(2).transpose(1, 2)
+        cls = self.visual.class_embedding.to(patches.dtype).expand(patches.shape[0], 1, -1)
+        tokens = torch.cat([cls, patches], dim=1) + self.pos_embed(grid_hw).to(patches.dtype)
+        return self.visual.ln_pre(tokens)
+
+    # -- blocks ---------------------------------------------------------------------------------
+    def qkv(self, i: int, x_normed: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Per-head q, k, v of block i, each B×heads×L×head_dim (x already through ln_1)."""
+        attn = self.blocks[i].attn
+        q, k, v = F.linear(x_normed, attn.in_proj_weight, attn.in_proj_bias).chunk(3, dim=-1)
+        b, length, _ = x_normed.shape
+        split = lambda t: t.reshape(b, length, self.num_heads, -1).transpose(1, 2)  # noqa: E731
+        return split(q), split(k), split(v)
+
+    def out_proj(self, i: int, heads_out: Tensor) -> Tensor:
+        """Merge heads B×heads×L×d -> B×L×width and apply block i's output projection."""
+        b, _, length, _ = heads_out.shape
+        merged = heads_out.transpose(1, 2).reshape(b, length, self.width)
+        proj = self.blocks[i].attn.out_proj
+        return F.linear(merged, proj.weight, proj.bias)
+
+    def attention(self, i: int, x_normed: Tensor, attn_mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Block i's self-attention. Returns (output B×L×width, probabilities B×heads×L×L).
+
+        `attn_mask` is additive (float, -inf to block) or boolean (True = blocked), shaped L×L,
+        B×L×L or B×heads×L×L.
+        """
+        q, k, v = self.qkv(i, x_normed)
+        scores = (q * (q.shape[-1] ** -0.5)) @ k.transpose(-2, -1)
+        if attn_mask is not None:
+            scores = scores + _additive_mask(attn_mask, scores.dtype, scores.dim())
+        probs = scores.softmax(dim=-1)
+        return self.out_proj(i, probs @ v), probs
+
+    def mlp_residual(self, i: int, x: Tensor) -> Tensor:
+        """The second half of block i: x + ls_2(mlp(ln_2(x)))."""
+        block = self.blocks[i]
+        return x + block.ls_2(block.mlp(block.ln_2(x)))
+
+    def block_forward(self, i: int, x: Tensor, attn_mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """One residual block; returns (tokens, attention probabilities)."""
+        block = self.blocks[i]
+        attn_out, probs = self.attention(i, block.ln_1(x), attn_mask)
+        x = x + block.ls_1(attn_out)
+        return self.mlp_residual(i, x), probs
+
+    def run_blocks(
+        self,
+        tokens: Tensor,
+        start: int = 0,
+        end: int | None = None,
+        attn_mask: Tensor | None = None,
+        return_attn: bool = False,
+    ) -> Tensor | tuple[Tensor, list[Tensor]]:
+        """Run blocks [start, end); optionally return each block's attention probabilities."""
+        probs_all = []
+        for i in range(start, self.num_layers if end is None else end):
+            tokens, probs = self.block_forward(i, tokens, attn_mask)
+            probs_all.append(probs)
+        return (tokens, probs_all) if return_attn else tokens
+
+    # -- output ---------------------------------------------------------------------------------
+    def project(self, tokens: Tensor) -> Tensor:
+        """ln_post then the visual projection, applied to every token given (…×width -> …×D)."""
+        out = self.visual.ln_post(tokens)
+        return out @ self.visual.proj if self.visual.proj is not None else out
+
+    def head(self, tokens: Tensor) -> Tensor:
+        """Unnormalised image embedding B×D from the class token of the final tokens."""
+        return self.project(tokens[:, 0])
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Full image embedding (unnormalised), equal to `model.encode_image` for supported models."""
+        return self.head(self.run_blocks(self.tokens_in(x)))
+
+
+def _additive_mask(mask: Tensor, dtype: torch.dtype, ndim: int) -> Tensor:
+    if mask.dtype == torch.bool:
+        mask = torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill(mask, -math.inf)
+    mask = mask.to(dtype)
+    while mask.dim() < ndim:
+        mask = mask.unsqueeze(-3)
+    return mask

@@ -1,0 +1,120 @@
+"""One interface for every heatmap source: network g and the training-free CLIP extractors.
+
+`HeatmapExtractor.heatmaps(images, phrases)` takes images in any supported form and, per image,
+the phrases to localise; it returns per image a P_i×H_i×W_i tensor in [0, 1] at the image's
+original resolution. Subclasses implement one batched method, `_heatmaps_square`, on square
+inputs of side `input_size`; the base class loads and resizes images, encodes each distinct
+phrase once, batches images in chunks, min-max normalises each map and resizes it back.
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import Tensor, nn
+
+from wwbl.clip import FrozenCLIP, minmax_normalize
+from wwbl.images import as_tensor01, resize_heatmap, resize_square
+
+ImageInput = str | Path | Image.Image | np.ndarray | Tensor
+
+_REGISTRY: dict[str, type["HeatmapExtractor"]] = {}
+
+
+class HeatmapExtractor(nn.Module, ABC):
+    """Base class of heatmap sources.
+
+    Args:
+        clip: the frozen CLIP used for text (and, for training-free methods, for images).
+        text_prefix: prepended to every phrase before CLIP encodes it (the reference's "image of ").
+        input_size: side of the square image the method sees; defaults to CLIP's input size.
+        images_per_batch: how many images are processed together (with all their phrases).
+    """
+
+    def __init__(
+        self,
+        clip: FrozenCLIP,
+        text_prefix: str = "",
+        input_size: int | None = None,
+        images_per_batch: int = 16,
+    ):
+        super().__init__()
+        self.clip = clip
+        self.text_prefix = text_prefix
+        self.input_size = int(input_size or clip.image_size)
+        self.images_per_batch = images_per_batch
+
+    @property
+    def device(self) -> torch.device:
+        return self.clip.device
+
+    def heatmaps(self, images: Sequence[ImageInput], phrases: Sequence[Sequence[str]]) -> list[Tensor]:
+        """Per image a P_i×H_i×W_i float tensor in [0, 1] (CPU) at the original resolution."""
+        if len(images) != len(phrases):
+            raise ValueError(f"{len(images)} images but {len(phrases)} phrase lists")
+        tensors = [as_tensor01(image) for image in images]
+        out: list[Tensor] = []
+        for start in range(0, len(tensors), self.images_per_batch):
+            chunk = slice(start, start + self.images_per_batch)
+            out.extend(self._chunk_heatmaps(tensors[chunk], [list(p) for p in phrases[chunk]]))
+        return out
+
+    def _chunk_heatmaps(self, images: list[Tensor], phrases: list[list[str]]) -> list[Tensor]:
+        counts = [len(p) for p in phrases]
+        flat = [p for per_image in phrases for p in per_image]
+        if not flat:
+            return [torch.zeros(0, *img.shape[-2:]) for img in images]
+        square = resize_square(images, self.input_size).to(self.device)
+        image_index = torch.repeat_interleave(torch.arange(len(images)), torch.tensor(counts)).to(self.device)
+        text_emb = self.encode_phrases(flat)
+        maps = self._heatmaps_square(self.prepare_images(square), text_emb, image_index, flat)
+        maps = minmax_normalize(maps.detach().float()).cpu()
+        per_image = maps.split(counts)
+        return [resize_heatmap(m, img.shape[-2:]).clamp(0, 1) for m, img in zip(per_image, images)]
+
+    def encode_phrases(self, phrases: list[str]) -> Tensor:
+        """CLIP text embeddings (P×D, L2-normalised) of the prefixed phrases."""
+        return self.clip.encode_text([self.text_prefix + p for p in phrases])
+
+    def prepare_images(self, square01: Tensor) -> Tensor:
+        """Square [0,1] images -> the method's input; CLIP's preprocessing unless overridden."""
+        return self.clip.prepare(square01)
+
+    @abstractmethod
+    def _heatmaps_square(self, images: Tensor, text_emb: Tensor, image_index: Tensor, phrases: list[str]) -> Tensor:
+        """Maps for P (image, phrase) pairs: images U×3×S×S (prepared, each image once), text_emb P×D,
+        image_index P (which image each phrase belongs to) -> P×h×w in any scale (normalised by the caller).
+        """
+
+
+def register_extractor(name: str) -> Callable[[type[HeatmapExtractor]], type[HeatmapExtractor]]:
+    """Class decorator adding an extractor to the registry under `name`."""
+
+    def add(cls: type[HeatmapExtractor]) -> type[HeatmapExtractor]:
+        if name in _REGISTRY and _REGISTRY[name] is not cls:
+            raise ValueError(f"extractor name {name!r} is already registered by {_REGISTRY[name].__name__}")
+        _REGISTRY[name] = cls
+        cls.name = name
+        return cls
+
+    return add
+
+
+def build_extractor(name: str, clip: FrozenCLIP | None = None, **options: Any) -> HeatmapExtractor:
+    """Instantiate a registered extractor by name (see `available_extractors()`)."""
+    import wwbl.extractors  # noqa: F401  (populates the registry)
+
+    if name not in _REGISTRY:
+        raise KeyError(f"unknown extractor {name!r}; available: {', '.join(available_extractors())}")
+    return _REGISTRY[name](clip=clip, **options)
+
+
+def available_extractors() -> list[str]:
+    import wwbl.extractors  # noqa: F401
+
+    return sorted(_REGISTRY)
