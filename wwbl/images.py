@@ -75,7 +75,7 @@ def to_tensor01(image: Image.Image | np.ndarray | Tensor) -> Tensor:
         if image.ndim != 3 or image.shape[-1] not in (3, 4):
             raise ImageLoadError(f"expected an H×W×3 array, got shape {image.shape}")
         scale = 255.0 if image.dtype == np.uint8 else 65535.0 if image.dtype == np.uint16 else 1.0
-        image = torch.from_numpy(np.ascontiguousarray(image[..., :3])).permute(2, 0, 1).float() / scale
+        image = torch.from_numpy(np.array(image[..., :3])).permute(2, 0, 1).float() / scale
     if not isinstance(image, Tensor) or image.dim() != 3 or image.shape[0] != 3:
         raise ImageLoadError(f"expected a 3×H×W tensor, got {getattr(image, 'shape', type(image))}")
     if min(image.shape[-2:]) < MIN_SIDE:

@@ -1,0 +1,111 @@
+"""Robust image loading and the canonical box helpers."""
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from wwbl.boxes import (Detections, clip_boxes, denormalize_boxes, from_coco_xywh, normalize_boxes, to_coco_xywh,
+                        union_box)
+from wwbl.errors import ImageLoadError
+from wwbl.images import as_tensor01, load_image, resize_heatmap, to_tensor01
+
+
+def test_grayscale_becomes_rgb(tmp_path):
+    path = tmp_path / "g.png"
+    Image.fromarray(np.full((5, 7), 100, np.uint8), mode="L").save(path)
+    img = load_image(path)
+    assert img.mode == "RGB" and img.size == (7, 5)
+    assert np.asarray(img)[0, 0].tolist() == [100, 100, 100]
+
+
+def test_rgba_is_composited_on_white(tmp_path):
+    path = tmp_path / "a.png"
+    rgba = np.zeros((4, 4, 4), np.uint8)
+    rgba[..., 0] = 255
+    rgba[:2, :, 3] = 255  # top half opaque red, bottom half transparent
+    Image.fromarray(rgba, mode="RGBA").save(path)
+    arr = np.asarray(load_image(path))
+    assert arr[0, 0].tolist() == [255, 0, 0]
+    assert arr[3, 0].tolist() == [255, 255, 255]
+
+
+def test_sixteen_bit_is_rescaled(tmp_path):
+    path = tmp_path / "d.png"
+    Image.fromarray(np.full((4, 4), 65535, np.uint16)).save(path)
+    arr = np.asarray(load_image(path))
+    assert arr.dtype == np.uint8 and arr.max() == 255
+
+
+def test_exif_rotation_is_applied(tmp_path):
+    path = tmp_path / "r.jpg"
+    img = Image.new("RGB", (40, 20), (200, 10, 10))
+    exif = img.getexif()
+    exif[0x0112] = 6  # rotate 90° clockwise on display
+    img.save(path, exif=exif)
+    assert load_image(path).size == (20, 40)
+
+
+def test_palette_image(tmp_path):
+    path = tmp_path / "p.png"
+    Image.new("P", (6, 6), 3).save(path)
+    assert load_image(path).mode == "RGB"
+
+
+@pytest.mark.parametrize("content", [b"", b"not an image at all"])
+def test_corrupt_files_raise_named_error(tmp_path, content):
+    path = tmp_path / "bad.jpg"
+    path.write_bytes(content)
+    with pytest.raises(ImageLoadError, match="bad.jpg"):
+        load_image(path)
+
+
+def test_missing_and_tiny_images(tmp_path):
+    with pytest.raises(ImageLoadError, match="not found"):
+        load_image(tmp_path / "none.png")
+    Image.new("RGB", (1, 1)).save(tmp_path / "tiny.png")
+    with pytest.raises(ImageLoadError, match="too small"):
+        load_image(tmp_path / "tiny.png")
+
+
+def test_to_tensor01_from_each_kind():
+    arr = np.zeros((3, 5, 3), np.uint8)
+    arr[..., 1] = 255
+    t = to_tensor01(arr)
+    assert t.shape == (3, 3, 5) and t[1].min() == 1.0 and t[0].max() == 0.0
+    assert torch.equal(to_tensor01(Image.fromarray(arr)), t)
+    assert torch.equal(as_tensor01(t), t)
+    with pytest.raises(ImageLoadError):
+        to_tensor01(torch.rand(4, 5, 5))
+
+
+def test_resize_heatmap_keeps_constant_maps_and_shape():
+    maps = torch.full((2, 4, 6), 0.25)
+    out = resize_heatmap(maps, (9, 13))
+    assert out.shape == (2, 9, 13) and torch.allclose(out, torch.full_like(out, 0.25))
+
+
+def test_box_conversions_round_trip_on_non_square_image():
+    boxes = torch.tensor([[10.0, 20.0, 50.0, 40.0], [0.0, 0.0, 200.0, 100.0]])
+    xywh = to_coco_xywh(boxes)
+    assert xywh[0].tolist() == [10.0, 20.0, 40.0, 20.0]
+    assert torch.equal(from_coco_xywh(xywh), boxes)
+    norm = normalize_boxes(boxes, (100, 200))  # H=100, W=200
+    assert norm[1].tolist() == [0.0, 0.0, 1.0, 1.0]
+    assert norm[0].tolist() == pytest.approx([0.05, 0.2, 0.25, 0.4])
+    assert torch.allclose(denormalize_boxes(norm, (100, 200)), boxes)
+
+
+def test_union_and_clip():
+    boxes = torch.tensor([[10.0, 20.0, 50.0, 40.0], [5.0, 30.0, 30.0, 90.0]])
+    assert union_box(boxes).tolist() == [5.0, 20.0, 50.0, 90.0]
+    assert clip_boxes(torch.tensor([[-5.0, 3.0, 120.0, 70.0]]), (60, 100)).tolist() == [[0.0, 3.0, 100.0, 60.0]]
+    with pytest.raises(ValueError):
+        union_box(torch.zeros(0, 4))
+
+
+def test_detections_validate_and_serialise():
+    det = Detections(torch.tensor([[1.0, 2.0, 3.0, 4.0]]), torch.tensor([0.5]), ["a cat"])
+    assert det.to_dicts() == [{"box": [1.0, 2.0, 3.0, 4.0], "score": 0.5, "phrase": "a cat"}]
+    with pytest.raises(ValueError):
+        Detections(torch.zeros(2, 4), torch.zeros(1))
+    assert len(Detections.empty()) == 0
