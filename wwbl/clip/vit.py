@@ -57,18 +57,28 @@ class ViTInternals:
         return self.visual.conv1.weight.dtype
 
     # -- embeddings -----------------------------------------------------------------------------
-    def pos_embed(self, grid_hw: tuple[int, int]) -> Tensor:
-        """Positional embeddings (1 + h·w)×width, patch part bilinearly resized to `grid_hw`."""
+    @property
+    def ln_post(self) -> nn.Module:
+        return self.visual.ln_post
+
+    @property
+    def proj(self) -> Tensor | None:
+        return self.visual.proj
+
+    def pos_embed(self, grid_hw: tuple[int, int], mode: str = "bilinear", antialias: bool = False) -> Tensor:
+        """Positional embeddings (1 + h·w)×width, the patch part resized to `grid_hw` (`mode`: bilinear, bicubic)."""
         pos = self.visual.positional_embedding
         if tuple(grid_hw) == self.grid_size:
             return pos
         gh, gw = self.grid_size
         patch_pos = pos[1:].reshape(1, gh, gw, -1).permute(0, 3, 1, 2)
-        patch_pos = F.interpolate(patch_pos.float(), size=grid_hw, mode="bilinear", align_corners=False)
+        patch_pos = F.interpolate(patch_pos.float(), size=grid_hw, mode=mode, align_corners=False,
+                                  antialias=antialias and mode in ("bilinear", "bicubic"))
         patch_pos = patch_pos.to(pos.dtype).permute(0, 2, 3, 1).reshape(grid_hw[0] * grid_hw[1], -1)
         return torch.cat([pos[:1], patch_pos], dim=0)
 
-    def tokens_in(self, x: Tensor, stride: int | None = None) -> Tensor:
+    def tokens_in(self, x: Tensor, stride: int | None = None, pos_mode: str = "bilinear",
+                  pos_antialias: bool = False) -> Tensor:
         """Prepared images B×3×H×W -> tokens B×(1+h·w)×width after ln_pre.
 
         `stride` < patch size gives overlapping patches (Adapting CLIP's reduced stride); the
@@ -79,7 +89,7 @@ class ViTInternals:
         grid_hw = (patches.shape[-2], patches.shape[-1])
         patches = patches.flatten(2).transpose(1, 2)
         cls = self.visual.class_embedding.to(patches.dtype).expand(patches.shape[0], 1, -1)
-        tokens = torch.cat([cls, patches], dim=1) + self.pos_embed(grid_hw).to(patches.dtype)
+        tokens = torch.cat([cls, patches], dim=1) + self.pos_embed(grid_hw, pos_mode, pos_antialias).to(patches.dtype)
         return self.visual.ln_pre(tokens)
 
     # -- blocks ---------------------------------------------------------------------------------
@@ -141,8 +151,8 @@ class ViTInternals:
     # -- output ---------------------------------------------------------------------------------
     def project(self, tokens: Tensor) -> Tensor:
         """ln_post then the visual projection, applied to every token given (…×width -> …×D)."""
-        out = self.visual.ln_post(tokens)
-        return out @ self.visual.proj if self.visual.proj is not None else out
+        out = self.ln_post(tokens)
+        return out @ self.proj if self.proj is not None else out
 
     def head(self, tokens: Tensor) -> Tensor:
         """Unnormalised image embedding B×D from the class token of the final tokens."""

@@ -44,6 +44,8 @@ class HeatmapExtractor(nn.Module, ABC):
         images_per_batch: int = 16,
     ):
         super().__init__()
+        if clip is None:
+            raise ValueError(f"{type(self).__name__} needs a FrozenCLIP (pass clip=FrozenCLIP(...))")
         self.clip = clip
         self.text_prefix = text_prefix
         self.input_size = int(input_size or clip.image_size)
@@ -53,18 +55,24 @@ class HeatmapExtractor(nn.Module, ABC):
     def device(self) -> torch.device:
         return self.clip.device
 
-    def heatmaps(self, images: Sequence[ImageInput], phrases: Sequence[Sequence[str]]) -> list[Tensor]:
-        """Per image a P_i×H_i×W_i float tensor in [0, 1] (CPU) at the original resolution."""
+    def heatmaps(
+        self, images: Sequence[ImageInput], phrases: Sequence[Sequence[str]], native_resolution: bool = False
+    ) -> list[Tensor]:
+        """Per image a P_i×H_i×W_i float tensor in [0, 1] (CPU) at the original resolution.
+
+        `native_resolution=True` returns the maps as the method produced them (e.g. the patch grid),
+        for post-processing that chooses its own interpolation.
+        """
         if len(images) != len(phrases):
             raise ValueError(f"{len(images)} images but {len(phrases)} phrase lists")
         tensors = [as_tensor01(image) for image in images]
         out: list[Tensor] = []
         for start in range(0, len(tensors), self.images_per_batch):
             chunk = slice(start, start + self.images_per_batch)
-            out.extend(self._chunk_heatmaps(tensors[chunk], [list(p) for p in phrases[chunk]]))
+            out.extend(self._chunk_heatmaps(tensors[chunk], [list(p) for p in phrases[chunk]], native_resolution))
         return out
 
-    def _chunk_heatmaps(self, images: list[Tensor], phrases: list[list[str]]) -> list[Tensor]:
+    def _chunk_heatmaps(self, images: list[Tensor], phrases: list[list[str]], native_resolution: bool) -> list[Tensor]:
         counts = [len(p) for p in phrases]
         flat = [p for per_image in phrases for p in per_image]
         if not flat:
@@ -73,8 +81,11 @@ class HeatmapExtractor(nn.Module, ABC):
         image_index = torch.repeat_interleave(torch.arange(len(images)), torch.tensor(counts)).to(self.device)
         text_emb = self.encode_phrases(flat)
         maps = self._heatmaps_square(self.prepare_images(square), text_emb, image_index, flat)
+        # Every source is min-max normalised, as the reference's box extraction does, so one box rule fits all.
         maps = minmax_normalize(maps.detach().float()).cpu()
         per_image = maps.split(counts)
+        if native_resolution:
+            return list(per_image)
         return [resize_heatmap(m, img.shape[-2:]).clamp(0, 1) for m, img in zip(per_image, images)]
 
     def encode_phrases(self, phrases: list[str]) -> Tensor:

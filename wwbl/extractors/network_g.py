@@ -1,0 +1,76 @@
+"""Network g (WWbL's grounding network) behind the extractor interface, registered as "g".
+
+g sees the [0, 1] image at its own square input size (it normalises internally, e.g. the
+reference's mean = std = 0.5) and CLIP's text embedding of the prefixed phrase; its B×H×W output
+is treated like any other extractor's map (min-max per map, resized to the original image).
+An exported g (`wwbl.export`: model.safetensors + config.json) carries its input size, CLIP spec
+and text prefix, so `NetworkGExtractor.from_export(path)` needs nothing else.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from wwbl.clip import FrozenCLIP
+from wwbl.extractors.base import HeatmapExtractor, register_extractor
+
+
+@register_extractor("g")
+class NetworkGExtractor(HeatmapExtractor):
+    """Heatmaps from a trained network g.
+
+    Args:
+        clip: the CLIP whose text embeddings g was trained with; None builds it from the export's
+            `clip` spec (only with an export path).
+        network: an `nn.Module` with `forward(images01, text_emb) -> B×H×W`, or an export directory.
+        input_size: g's square input side; taken from the export when omitted.
+        text_prefix: prepended to phrases; taken from the export when omitted (default "").
+    """
+
+    def __init__(
+        self,
+        clip: FrozenCLIP | None,
+        network: nn.Module | str | Path,
+        input_size: int | None = None,
+        text_prefix: str | None = None,
+        images_per_batch: int = 16,
+    ):
+        config: dict[str, Any] = {}
+        if isinstance(network, (str, Path)):
+            from wwbl.export import load_grounding_net
+
+            network, config = load_grounding_net(str(network))
+        if clip is None:
+            if "clip" not in config:
+                raise ValueError("NetworkGExtractor needs a FrozenCLIP unless network is an export directory")
+            clip = FrozenCLIP(**{k: config["clip"].get(k) for k in ("model", "pretrained", "checkpoint")})
+        input_size = input_size or config.get("input_size")
+        if input_size is None:
+            raise ValueError("network g's input_size is unknown: pass input_size=… (the export records it)")
+        prefix = text_prefix if text_prefix is not None else config.get("text_prefix", "")
+        super().__init__(clip, text_prefix=prefix, input_size=input_size, images_per_batch=images_per_batch)
+        _check_text_dim(network, clip)
+        self.network = network.to(clip.device).eval()
+        self.config = config
+
+    @classmethod
+    def from_export(cls, path_dir: str | Path, clip: FrozenCLIP | None = None, **options: Any) -> NetworkGExtractor:
+        """Load an exported g (see `wwbl.export`); CLIP is rebuilt from the export unless given."""
+        return cls(clip, network=path_dir, **options)
+
+    def prepare_images(self, square01: Tensor) -> Tensor:
+        return square01  # g normalises its input itself
+
+    @torch.no_grad()
+    def _heatmaps_square(self, images: Tensor, text_emb: Tensor, image_index: Tensor, phrases: list[str]) -> Tensor:
+        return self.network(images[image_index], text_emb)
+
+
+def _check_text_dim(network: nn.Module, clip: FrozenCLIP) -> None:
+    text_dim = getattr(network, "text_dim", None)
+    if text_dim is not None and text_dim != clip.embed_dim:
+        raise ValueError(f"network g expects {text_dim}-d text embeddings but CLIP {clip.spec['model']} gives "
+                         f"{clip.embed_dim}-d; use the CLIP g was trained with")
