@@ -1,0 +1,115 @@
+"""infer.py: outputs parse, boxes lie inside the images, a corrupt file is reported and skipped."""
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from _tiny_blip import save_tiny_blip, single_thread  # noqa: F401
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def infer():
+    spec = importlib.util.spec_from_file_location("wwbl_infer_cli", ROOT / "infer.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def assets(tmp_path_factory):
+    from wwbl.clip import FrozenCLIP
+    from wwbl.export import export_grounding_net
+    from wwbl.networks import GroundingNet
+
+    root = tmp_path_factory.mktemp("cli")
+    torch.manual_seed(0)
+    text_dim = FrozenCLIP("wwbl-tiny-vit").embed_dim
+    net = GroundingNet(text_dim=text_dim, decoder_channels=8, vgg_width_div=16, pretrained_backbone=False)
+    export_grounding_net(net, str(root / "g"), {"model": "wwbl-tiny-vit", "pretrained": None, "checkpoint": None},
+                         extra={"input_size": 64, "text_prefix": ""})
+    save_tiny_blip(root / "blip", favourite_word="dog")
+    images = root / "images"
+    images.mkdir()
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 255, (40, 70, 3), dtype=np.uint8)).save(images / "0001.png")
+    Image.fromarray(rng.integers(0, 255, (50, 30), dtype=np.uint8), mode="L").save(images / "gray.jpg")
+    (images / "broken.jpg").write_bytes(b"\xff\xd8 definitely not a jpeg")
+    (images / "notes.txt").write_text("not an image")
+    return root
+
+
+def common(assets, out):
+    return ["--checkpoint", str(assets / "g"), "--captioner", str(assets / "blip"), "--max-proposals", "4",
+            "--max-caption-length", "8", "--batch-size", "2", "--out", str(out)]
+
+
+def check_outputs(out, expected_stems, phrases=None):
+    coco = json.loads((out / "coco_results.json").read_text())
+    for stem, (h, w) in expected_stems.items():
+        record = json.loads((out / f"{stem}.json").read_text())
+        assert (record["height"], record["width"]) == (h, w)
+        if phrases is not None:
+            assert record["phrases"] == phrases
+        heatmaps = np.load(out / f"{stem}_heatmaps.npy")
+        assert heatmaps.shape == (len(record["phrases"]), h, w)
+        with Image.open(out / f"{stem}_overlay.png") as overlay:
+            assert overlay.size == (w, h)
+        for det in record["detections"]:
+            x1, y1, x2, y2 = det["box"]
+            assert 0 <= x1 < x2 <= w and 0 <= y1 < y2 <= h
+            assert det["phrase"] in record["phrases"]
+        image_id = int(stem) if stem.isdigit() else stem
+        mine = [c for c in coco if c["image_id"] == image_id]
+        assert len(mine) == len(record["detections"])
+        for entry, det in zip(mine, record["detections"]):
+            x, y, bw, bh = entry["bbox"]
+            assert [x, y, x + bw, y + bh] == pytest.approx(det["box"], abs=0.02)
+    return coco
+
+
+def test_grounding_run_skips_the_corrupt_file(infer, assets, tmp_path, capsys):
+    out = tmp_path / "wsg"
+    code = infer.main(["--image", str(assets / "images"), "--phrase", "a dog", "--phrase", "a tree"]
+                      + common(assets, out))
+    assert code == 0
+    check_outputs(out, {"0001": (40, 70), "gray": (50, 30)}, phrases=["a dog", "a tree"])
+    failures = json.loads((out / "failures.json").read_text())
+    assert [Path(f["image"]).name for f in failures] == ["broken.jpg"]
+    assert "broken.jpg" in capsys.readouterr().err
+
+
+def test_wwbl_run_on_a_glob(infer, assets, tmp_path):
+    out = tmp_path / "wwbl"
+    code = infer.main(["--image", str(assets / "images" / "*.png")] + common(assets, out))
+    assert code == 0
+    check_outputs(out, {"0001": (40, 70)})
+    record = json.loads((out / "0001.json").read_text())
+    assert len(record["captions"]) == 4 and len(record["phrases"]) == 1   # identical captions: one cluster
+
+
+def test_iterative_run(infer, assets, tmp_path):
+    out = tmp_path / "iterative"
+    code = infer.main(["--image", str(assets / "images" / "0001.png"), "--iterative", "--reference-crops"]
+                      + common(assets, out))
+    assert code == 0
+    check_outputs(out, {"0001": (40, 70)})
+    record = json.loads((out / "0001.json").read_text())
+    assert 1 <= len(record["phrases"]) == len(record["crop_captions"]) == len(record["confidences"])
+
+
+def test_every_image_failing_is_a_failed_run(infer, assets, tmp_path):
+    code = infer.main(["--image", str(assets / "images" / "broken.jpg"), "--phrase", "x"] + common(assets, tmp_path))
+    assert code == 1
+
+
+def test_missing_input_and_missing_checkpoint_are_clear_errors(infer, assets, tmp_path, capsys):
+    assert infer.main(["--image", str(tmp_path / "nothing*.jpg")] + common(assets, tmp_path)) == 2
+    assert "neither a file" in capsys.readouterr().err
+    args = ["--image", str(assets / "images"), "--checkpoint", str(tmp_path / "no_g"), "--out", str(tmp_path)]
+    assert infer.main(args) == 2
+    assert "config" in capsys.readouterr().err

@@ -1,0 +1,132 @@
+"""The Python facade: ``model = wwbl.load(checkpoint)``; ``model.ground(image, phrases)``; ``model.detect(image)``.
+
+Images may be file paths, PIL images, ``H×W×C`` arrays or ``3×H×W`` [0, 1] tensors. BLIP is only
+loaded on the first :meth:`WWbLModel.detect`, so grounding works without captioner weights.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from wwbl.extractors.base import HeatmapExtractor, build_extractor
+from wwbl.inference.captioner import DEFAULT_CAPTIONER, BlipCaptioner, CaptionSettings
+from wwbl.inference.pipeline import BoxRule, GroundingPipeline, IterativeWWbL, WWbLPipeline
+from wwbl.inference.proposals import ProposalGenerator
+from wwbl.inference.results import DetectionResult, GroundingResult, IterativeResult
+
+
+class WWbLModel:
+    """A heatmap source plus the lazily loaded captioner, with grounding and detection entry points."""
+
+    def __init__(self, heatmaps: HeatmapExtractor, captioner: BlipCaptioner | str = DEFAULT_CAPTIONER,
+                 boxes: BoxRule | None = None, proposals: ProposalGenerator | None = None,
+                 caption_settings: CaptionSettings | None = None, cluster_threshold: float = 0.85,
+                 min_cluster_size: int = 2) -> None:
+        self.heatmaps = heatmaps
+        self.boxes = boxes or BoxRule()
+        self.proposals = proposals or ProposalGenerator()
+        self.grounding = GroundingPipeline(heatmaps, self.boxes)
+        self._captioner = captioner
+        self._caption_settings = caption_settings
+        self._cluster = (cluster_threshold, min_cluster_size)
+        self._wwbl: WWbLPipeline | None = None
+
+    @property
+    def captioner(self) -> BlipCaptioner:
+        return self.load_captioner()
+
+    def load_captioner(self) -> BlipCaptioner:
+        """The captioner, loaded on first use (raises MissingResourceError without weights)."""
+        if isinstance(self._captioner, str):
+            device, settings = self.heatmaps.device, self._caption_settings
+            self._captioner = BlipCaptioner.from_pretrained(self._captioner, device, settings)
+        return self._captioner
+
+    @property
+    def wwbl(self) -> WWbLPipeline:
+        if self._wwbl is None:
+            self._wwbl = WWbLPipeline(self.heatmaps, self.captioner, proposals=self.proposals, boxes=self.boxes,
+                                      cluster_threshold=self._cluster[0], min_cluster_size=self._cluster[1])
+        return self._wwbl
+
+    def ground(self, image: Any, phrases: str | Sequence[str]) -> GroundingResult:
+        """WSG: heatmaps and boxes of ``phrases`` (one string or several) in ``image``."""
+        return self.grounding([image], [phrases])[0]
+
+    def ground_batch(self, images: Sequence[Any], phrases: Sequence[str | Sequence[str]]) -> list[GroundingResult]:
+        return self.grounding(images, phrases)
+
+    def detect(self, image: Any) -> DetectionResult:
+        """WWbL: what is where in ``image``, from the image alone (Algorithm 1)."""
+        return self.wwbl([image])[0]
+
+    def detect_batch(self, images: Sequence[Any]) -> list[DetectionResult]:
+        return self.wwbl(images)
+
+    def detect_iterative(self, images: Sequence[Any], **options: Any) -> list[IterativeResult]:
+        """The selective-search-free variant (Appendix A); options as :class:`IterativeWWbL`."""
+        return IterativeWWbL(self.heatmaps, self.captioner, **options)(images)
+
+
+def _build_clip(clip: Any, clip_pretrained: str | None, clip_checkpoint: str | None, device: str | torch.device):
+    """A FrozenCLIP from an instance or a name; no name means OpenAI's ViT-B/32 weights (never a random CLIP)."""
+    from wwbl.clip import FrozenCLIP
+
+    if clip is None:
+        clip, clip_pretrained = "ViT-B-32", clip_pretrained or (None if clip_checkpoint else "openai")
+    if isinstance(clip, str):
+        return FrozenCLIP(clip, pretrained=clip_pretrained, checkpoint=clip_checkpoint).to(device)
+    return clip.to(device)
+
+
+def _clip_for_export(checkpoint: str, clip: Any, clip_pretrained: str | None, clip_checkpoint: str | None,
+                     device: str | torch.device):
+    """The CLIP for an exported g: the export's own spec, with any field the caller gives overriding it
+    (None lets the g extractor build the export's CLIP itself)."""
+    if clip is not None and not isinstance(clip, str):
+        return clip.to(device)
+    if clip is None and clip_pretrained is None and clip_checkpoint is None:
+        return None
+    from wwbl.export import read_export_config
+
+    spec = read_export_config(checkpoint)["clip"]
+    model = clip or spec["model"]
+    if model == spec["model"] and clip_pretrained is None and clip_checkpoint is None:
+        clip_pretrained, clip_checkpoint = spec.get("pretrained"), spec.get("checkpoint")
+    return _build_clip(model, clip_pretrained, clip_checkpoint, device)
+
+
+def load(checkpoint: str | Path | None = None, clip: Any = None, clip_pretrained: str | None = None,
+         clip_checkpoint: str | None = None, captioner: BlipCaptioner | str = DEFAULT_CAPTIONER, method: str = "g",
+         device: str | torch.device = "cpu", box_mode: str = "paper", caption_settings: CaptionSettings | None = None,
+         proposals: ProposalGenerator | None = None, cluster_threshold: float = 0.85, min_cluster_size: int = 2,
+         **extractor_options: Any) -> WWbLModel:
+    """Build a :class:`WWbLModel`.
+
+    Args:
+        checkpoint: an exported network g folder (``python -m wwbl.export``); required for ``method="g"``.
+        clip: a ``FrozenCLIP`` or an open_clip model name. For g, ``None`` rebuilds the CLIP named in the
+            export; for other methods ``None`` means ``ViT-B-32`` with the ``openai`` weights (or the
+            ``clip_checkpoint``). A name without ``clip_pretrained``/``clip_checkpoint`` is a random model.
+        captioner: a ``BlipCaptioner``, a Hugging Face id or a local BLIP folder (loaded on first ``detect``);
+            ``caption_settings`` apply when it is loaded from an id or folder.
+        method: ``"g"`` or any registered training-free extractor (``wwbl.extractors.available_extractors()``).
+        box_mode: ``"paper"`` or ``"reference"`` WSG box rule.
+        cluster_threshold, min_cluster_size: community detection (0.85 and 2, as the paper).
+        extractor_options: passed to the extractor (e.g. ``text_prefix``, ``images_per_batch``).
+    """
+    if method == "g":
+        if checkpoint is None:
+            raise ValueError("method 'g' needs checkpoint=<exported network g folder>; or choose a training-free "
+                             "method, e.g. method='gae'")
+        built = _clip_for_export(str(checkpoint), clip, clip_pretrained, clip_checkpoint, device)
+        extractor = build_extractor("g", clip=built, network=str(checkpoint), **extractor_options)
+    else:
+        extractor = build_extractor(method, clip=_build_clip(clip, clip_pretrained, clip_checkpoint, device),
+                                    **extractor_options)
+    extractor = extractor.to(device)
+    return WWbLModel(extractor, captioner, BoxRule(mode=box_mode), proposals, caption_settings,
+                     cluster_threshold, min_cluster_size)

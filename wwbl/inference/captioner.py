@@ -1,0 +1,147 @@
+"""BLIP captioner (Algorithm 1, line 3) through transformers' ``BlipForConditionalGeneration``.
+
+Defaults follow the reference (notes §7 item 5): prompt ``"a picture of "`` (stripped from the
+output), beam search with 3 beams, length 5–30 tokens (prompt included, as BLIP counts it),
+crops captioned in chunks of 120. Preprocessing is the BLIP processor's own (bicubic resize to the
+captioner's image size, CLIP mean/std).
+
+The reference captioner is the Salesforce pre-training checkpoint ``model_base_capfilt_large.pth``;
+convert it with :mod:`wwbl.inference.blip_convert` and pass the output folder. A Hugging Face id
+(e.g. ``Salesforce/blip-image-captioning-base``, a COCO-finetuned captioner) works as well.
+"""
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image
+
+from wwbl.errors import MissingResourceError
+
+DEFAULT_CAPTIONER = "Salesforce/blip-image-captioning-base"
+
+
+@dataclass
+class CaptionSettings:
+    """Decoding settings; ``generate_kwargs`` are passed on to ``generate`` (e.g. sampling).
+
+    ``reference_crop_size``: crop regions from the image resized to that square (224 in the released
+    code, which crops its 224² dataset image) instead of from the original image (default).
+    """
+
+    prompt: str = "a picture of "
+    num_beams: int = 3
+    min_length: int = 5
+    max_length: int = 30
+    chunk_size: int = 120
+    generate_kwargs: dict[str, Any] = field(default_factory=dict)
+    reference_crop_size: int | None = None
+
+
+def _load_blip(source: str, allow_download: bool):
+    from transformers import BlipForConditionalGeneration, BlipProcessor
+
+    local = Path(source).expanduser()
+    attempts = [True] if local.exists() or not allow_download or os.environ.get("HF_HUB_OFFLINE") else [True, False]
+    last_error: Exception | None = None
+    for local_only in attempts:
+        try:
+            model = BlipForConditionalGeneration.from_pretrained(str(local) if local.exists() else source,
+                                                                 local_files_only=local_only)
+            processor = BlipProcessor.from_pretrained(str(local) if local.exists() else source,
+                                                      local_files_only=local_only)
+            return model, processor
+        except (OSError, ValueError) as error:  # missing files / offline hub / not a BLIP folder
+            last_error = error
+    raise MissingResourceError(
+        f"BLIP captioner {source!r} is not available ({last_error}). Supply it as a local folder holding "
+        "a transformers BlipForConditionalGeneration + BlipProcessor (save_pretrained layout), e.g. one "
+        "converted from the Salesforce checkpoint with `python -m wwbl.inference.blip_convert "
+        "model_base_capfilt_large.pth OUT_DIR --tokenizer <local bert-base-uncased folder>`, or pre-download "
+        "the Hugging Face model into the cache on a machine with network access."
+    ) from last_error
+
+
+def _pixel_box(box: torch.Tensor, width: int, height: int) -> tuple[int, int, int, int]:
+    """Integer crop rectangle covering ``box`` inside the image, at least one pixel wide and high."""
+    x0 = min(max(math.floor(float(box[0])), 0), width - 1)
+    y0 = min(max(math.floor(float(box[1])), 0), height - 1)
+    x1 = max(min(math.ceil(float(box[2])), width), x0 + 1)
+    y1 = max(min(math.ceil(float(box[3])), height), y0 + 1)
+    return x0, y0, x1, y1
+
+
+class BlipCaptioner:
+    """Batched BLIP captioning of whole images and of image regions."""
+
+    def __init__(self, model: torch.nn.Module, processor: Any, settings: CaptionSettings | None = None) -> None:
+        self.model = model.eval()
+        self.processor = processor
+        self.settings = settings or CaptionSettings()
+        if self.settings.chunk_size < 1:
+            raise ValueError("chunk_size must be at least 1")
+
+    @classmethod
+    def from_pretrained(cls, source: str = DEFAULT_CAPTIONER, device: str | torch.device = "cpu",
+                        settings: CaptionSettings | None = None, allow_download: bool = True) -> BlipCaptioner:
+        """Load from a local ``save_pretrained`` folder or a Hugging Face model id."""
+        model, processor = _load_blip(source, allow_download)
+        return cls(model.to(device), processor, settings)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def _prompt_ids(self, count: int) -> torch.Tensor:
+        ids = self.processor.tokenizer([self.settings.prompt] * count, return_tensors="pt").input_ids
+        return ids.to(self.device)
+
+    def _strip_prompt(self, text: str) -> str:
+        prompt = self.settings.prompt.strip().lower()
+        text = text.strip()
+        return text[len(prompt):].strip() if prompt and text.lower().startswith(prompt) else text
+
+    @torch.no_grad()
+    def _caption_chunk(self, images: Sequence[Image.Image]) -> list[str]:
+        dtype = next(self.model.parameters()).dtype
+        pixels = self.processor.image_processor(images=list(images), return_tensors="pt").pixel_values
+        s = self.settings
+        output = self.model.generate(pixel_values=pixels.to(self.device, dtype),
+                                     input_ids=self._prompt_ids(len(images)), num_beams=s.num_beams, min_length=s.min_length, max_length=s.max_length,
+                                     **s.generate_kwargs)
+        texts = self.processor.tokenizer.batch_decode(output, skip_special_tokens=True)
+        return [self._strip_prompt(text) for text in texts]
+
+    def caption(self, images: Sequence[Image.Image]) -> list[str]:
+        """One caption per RGB PIL image, in chunks of ``settings.chunk_size``."""
+        images = [image.convert("RGB") for image in images]
+        step = self.settings.chunk_size
+        chunks = [images[start:start + step] for start in range(0, len(images), step)]
+        return [text for chunk in chunks for text in self._caption_chunk(chunk)]
+
+    def crops(self, image: Image.Image, boxes: torch.Tensor) -> list[Image.Image]:
+        """Crops of ``boxes`` (``xyxy`` in the image frame), clipped to the image."""
+        source, scale = image, (1.0, 1.0)
+        if self.settings.reference_crop_size is not None:
+            side = self.settings.reference_crop_size
+            source, scale = image.resize((side, side), Image.BILINEAR), (side / image.width, side / image.height)
+        scaled = boxes.float().cpu() * torch.tensor([scale[0], scale[1], scale[0], scale[1]])
+        return [source.crop(_pixel_box(box, source.width, source.height)) for box in scaled]
+
+    def caption_regions(self, images: Sequence[Image.Image], boxes: Sequence[torch.Tensor]) -> list[list[str]]:
+        """Captions of every region of every image, batched across images; one list per image."""
+        if len(images) != len(boxes):
+            raise ValueError(f"got {len(images)} images but {len(boxes)} box sets")
+        crops = [crop for image, image_boxes in zip(images, boxes)
+                 for crop in self.crops(image.convert("RGB"), image_boxes)]
+        flat = self.caption(crops)
+        counts, out, start = [len(b) for b in boxes], [], 0
+        for count in counts:
+            out.append(flat[start:start + count])
+            start += count
+        return out

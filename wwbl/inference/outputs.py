@@ -1,0 +1,76 @@
+"""Writers for inference results: per-image JSON, overlay PNG, heatmaps ``.npy``, and one
+COCO-style results JSON for a run (``bbox`` as ``[x, y, w, h]``, ``score``, ``phrase``, ``image_id``)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw
+
+from wwbl.boxes import to_coco_xywh
+from wwbl.inference.results import DetectionResult, GroundingResult, IterativeResult
+
+_PALETTE = [(230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48), (145, 30, 180),
+            (70, 240, 240), (240, 50, 230), (210, 245, 60), (250, 190, 212), (0, 128, 128), (170, 110, 40)]
+
+
+def result_record(result: GroundingResult, image_name: str) -> dict[str, Any]:
+    """JSON-able description of one image's result."""
+    height, width = result.image_size
+    record: dict[str, Any] = {"image": image_name, "height": height, "width": width, "phrases": result.phrases,
+                              "detections": result.detections.to_dicts()}
+    if isinstance(result, DetectionResult):
+        record["captions"] = result.captions
+        record["clusters"] = result.clusters
+        record["proposals"] = [[round(v, 2) for v in box] for box in result.proposals.tolist()]
+    if isinstance(result, IterativeResult):
+        record["crop_captions"] = result.crop_captions
+        record["confidences"] = [round(v, 5) for v in result.confidences.tolist()]
+    return record
+
+
+def overlay(image: Image.Image, result: GroundingResult, alpha: float = 0.45) -> Image.Image:
+    """The image with the pixel-wise maximum of its heatmaps (jet) blended in and labelled boxes drawn."""
+    from matplotlib import colormaps
+
+    base = image.convert("RGB")
+    if len(result.heatmaps):
+        heat = result.heatmaps.max(dim=0).values.clamp(0, 1).numpy()
+        colours = Image.fromarray((colormaps["jet"](heat)[..., :3] * 255).astype(np.uint8)).resize(base.size)
+        base = Image.blend(base, colours, alpha)
+    draw = ImageDraw.Draw(base)
+    phrases = result.detections.phrases or [""] * len(result.detections)
+    order = {phrase: i for i, phrase in enumerate(result.phrases)}
+    for box, score, phrase in zip(result.detections.boxes.tolist(), result.detections.scores.tolist(), phrases):
+        colour = _PALETTE[order.get(phrase, 0) % len(_PALETTE)]
+        draw.rectangle(box, outline=colour, width=max(1, round(min(base.size) / 150)))
+        label = f"{phrase} {score:.2f}".strip()
+        x, y = box[0], max(box[1] - 12, 0)
+        draw.rectangle(draw.textbbox((x, y), label), fill=colour)
+        draw.text((x, y), label, fill=(0, 0, 0))
+    return base
+
+
+def write_image_outputs(out_dir: Path, stem: str, image: Image.Image, result: GroundingResult,
+                        image_name: str) -> None:
+    """``<stem>.json``, ``<stem>_overlay.png`` and ``<stem>_heatmaps.npy`` (``P×H×W`` float16) in ``out_dir``."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / f"{stem}.json").write_text(json.dumps(result_record(result, image_name), indent=2))
+    overlay(image, result).save(out_dir / f"{stem}_overlay.png")
+    np.save(out_dir / f"{stem}_heatmaps.npy", result.heatmaps.to(torch.float16).numpy())
+
+
+def coco_records(result: GroundingResult, image_id: int | str) -> list[dict[str, Any]]:
+    """COCO detection-results entries of one image (``bbox`` = ``[x, y, w, h]``)."""
+    phrases = result.detections.phrases or [""] * len(result.detections)
+    boxes = to_coco_xywh(result.detections.boxes).tolist()
+    return [{"image_id": image_id, "bbox": [round(v, 2) for v in box], "score": round(score, 5), "phrase": phrase}
+            for box, score, phrase in zip(boxes, result.detections.scores.tolist(), phrases)]
+
+
+def write_coco_results(path: Path, records: list[dict[str, Any]]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(records))
