@@ -204,7 +204,8 @@ def _build_open_clip(
             "Without network access they must already be in the cache: on a machine with network run "
             f"`python -c \"import open_clip; open_clip.create_model('{model}', pretrained='{pretrained}')\"` "
             "and copy the Hugging Face cache (~/.cache/huggingface) here, or pass a local weights file "
-            "with checkpoint=/path/to/open_clip_model.safetensors (CLI: --clip-checkpoint)."
+            "with checkpoint=/path/to/open_clip_model.safetensors (infer.py: --clip-checkpoint; train.py: "
+            "--model.clip_checkpoint)."
         ) from err
 
 

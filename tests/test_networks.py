@@ -1,0 +1,174 @@
+"""Network g: GroundingNet (WSG) and WSOLUNet (WSOL) on tiny random instances."""
+
+import os
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torchvision.models.vgg import cfgs, make_layers
+
+from wwbl.errors import MissingResourceError
+from wwbl.networks import GroundingNet, WSOLUNet, build_network
+from wwbl.networks.backbones import InputNormalize, build_tapped_backbone, vgg16_features
+
+
+def torchvision_vgg16_relu4_3():
+    """torchvision's own VGG16 feature stack (without the big classifier), cut at relu4_3."""
+    return make_layers(cfgs["D"])[:23]
+
+
+def tiny_g(**kw):
+    torch.manual_seed(0)
+    return GroundingNet(text_dim=16, vgg_width_div=16, pretrained_backbone=False, **kw).eval()
+
+
+def test_grounding_net_output_is_a_map_in_0_1_at_input_size():
+    g = tiny_g()
+    out = g(torch.rand(3, 3, 50, 36), torch.randn(3, 16))
+    assert out.shape == (3, 50, 36)
+    assert (out > 0).all() and (out < 1).all()
+
+
+def test_vgg_encoder_matches_torchvision_vgg16_relu4_3_layout():
+    ours = vgg16_features(pretrained=False)
+    reference = torchvision_vgg16_relu4_3()
+    assert {k: v.shape for k, v in ours.state_dict().items()} == {k: v.shape for k, v in reference.state_dict().items()}
+    x = torch.rand(1, 3, 40, 40)
+    ours.load_state_dict(reference.state_dict())
+    assert torch.allclose(ours(x), reference(x))
+    assert ours(x).shape == (1, 512, 5, 5)  # stride 8, 512 channels
+
+
+def test_full_size_g_has_the_reference_parameter_budget():
+    g = GroundingNet(text_dim=512, pretrained_backbone=False)
+    vgg = sum(p.numel() for p in torchvision_vgg16_relu4_3().parameters())
+    # bottleneck: 2 convs 512→512 (+BN); up0: 2 convs; up1: conv 512→1, conv 1→1 (notes §2.2)
+    conv = 512 * 512 * 9 + 512
+    expected = vgg + 2 * (2 * conv + 2 * 1024) + (512 * 9 + 1 + 2) + (9 + 1)
+    assert sum(p.numel() for p in g.parameters()) == expected
+
+
+def test_similarity_map_is_per_pixel_cosine_with_the_text():
+    g = tiny_g()
+    feats = torch.randn(2, 16, 3, 4)
+    text = torch.randn(2, 16)
+    sim = g.similarity_map(feats, text)
+    for b in range(2):
+        for i in range(3):
+            for j in range(4):
+                expected = F.cosine_similarity(feats[b, :, i, j], text[b], dim=0)
+                assert torch.isclose(sim[b, 0, i, j], expected, atol=1e-5)
+
+
+def test_gating_uses_unnormalised_features_times_cosine():
+    g = tiny_g()
+    x, text = torch.rand(2, 3, 32, 32), torch.randn(2, 16)
+    captured = {}
+    g.up0.register_forward_hook(lambda m, inp, out: captured.setdefault("gated", inp[0]))
+    g(x, text)
+    z = g.bottleneck(g.encoder((x - 0.5) / 0.5))
+    cos = (F.normalize(z, dim=1) * F.normalize(text, dim=1)[:, :, None, None]).sum(1, keepdim=True)
+    assert torch.allclose(captured["gated"], z * cos, atol=1e-5)
+
+
+def test_text_conditioning_changes_the_map_but_not_its_scale():
+    g = tiny_g().train()  # batch statistics: a fresh eval-mode BN + ReLU can flatten a tiny g's output
+    x, text = torch.rand(1, 3, 32, 32), torch.randn(1, 16)
+    a = g(x, text)
+    assert torch.allclose(a, g(x, 7.0 * text), atol=1e-6)  # the text embedding is normalised
+    assert not torch.allclose(a, g(x, -text), atol=1e-4)
+
+
+def test_text_shape_is_checked():
+    with pytest.raises(ValueError, match="text_emb"):
+        tiny_g()(torch.rand(2, 3, 32, 32), torch.randn(1, 16))
+
+
+@pytest.mark.parametrize("name,mean,std", [("reference", 0.5, 0.5), ("imagenet", 0.485, 0.229)])
+def test_input_normalisation(name, mean, std):
+    x = torch.full((1, 3, 2, 2), 0.7)
+    assert torch.allclose(InputNormalize(name)(x)[0, 0], torch.full((2, 2), (0.7 - mean) / std))
+
+
+def test_pretrained_backbone_offline_without_cache_names_the_file(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    with pytest.raises(MissingResourceError, match="vgg16-397923af.pth"):
+        GroundingNet(text_dim=16, pretrained_backbone=True)
+
+
+def test_pretrained_backbone_loads_the_cached_imagenet_file(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    torch.manual_seed(1)
+    source = torchvision_vgg16_relu4_3()
+    os.makedirs(tmp_path / "hub" / "checkpoints")
+    torch.save({f"features.{k}": v for k, v in source.state_dict().items()},
+               tmp_path / "hub" / "checkpoints" / "vgg16-397923af.pth")
+    g = GroundingNet(text_dim=16, pretrained_backbone=True)
+    for k, v in source.state_dict().items():
+        assert torch.equal(g.encoder.state_dict()[k], v)
+
+
+def test_tiny_width_cannot_use_imagenet_weights():
+    with pytest.raises(ValueError, match="width"):
+        GroundingNet(text_dim=16, vgg_width_div=4, pretrained_backbone=True)
+
+
+def test_vgg_taps_are_the_reference_wsol_taps():
+    taps = build_tapped_backbone("vgg16", pretrained=False, width_div=8)(torch.rand(1, 3, 64, 64))
+    # relu1_2, pool1, relu2_2, relu3_3, relu4_3, relu5_3
+    assert [t.shape[1:] for t in taps] == [(8, 64, 64), (8, 32, 32), (16, 32, 32), (32, 16, 16), (64, 8, 8),
+                                           (64, 4, 4)]
+
+
+@pytest.mark.parametrize("backbone,kw", [("vgg16", {"vgg_width_div": 16}), ("resnet18", {}), ("mobilenet_v2", {})])
+def test_wsol_unet_shapes(backbone, kw):
+    torch.manual_seed(0)
+    net = WSOLUNet(backbone, pretrained_backbone=False, **kw).eval()
+    out = net(torch.rand(2, 3, 64, 48))
+    assert out.shape == (2, 64, 48)
+    assert ((out > 0) & (out < 1)).all()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backbone", ["densenet161", "inception_v3", "resnet50", "resnet101"])
+def test_wsol_unet_other_backbones(backbone):
+    net = WSOLUNet(backbone, pretrained_backbone=False).eval()
+    assert net(torch.rand(1, 3, 96, 96)).shape == (1, 96, 96)
+
+
+def test_wsol_unet_uses_its_skip_connections():
+    torch.manual_seed(0)
+    net = WSOLUNet("vgg16", pretrained_backbone=False, vgg_width_div=16).eval()
+    x = torch.rand(1, 3, 32, 32)
+    base = net(x)
+    # Zeroing the full-resolution skip (relu1_2) must change the output.
+    net.decoder[-1].register_forward_pre_hook(lambda m, args: (args[0], torch.zeros_like(args[1])))
+    assert not torch.allclose(base, net(x))
+
+
+def test_unknown_backbone_and_architecture():
+    with pytest.raises(ValueError, match="unknown backbone"):
+        WSOLUNet("alexnet", pretrained_backbone=False)
+    with pytest.raises(ValueError, match="unknown architecture"):
+        build_network("unet3d")
+
+
+def test_build_network_from_config_round_trips():
+    g = tiny_g()
+    rebuilt = build_network("grounding_net", **g.config())
+    assert {k: v.shape for k, v in rebuilt.state_dict().items()} == {k: v.shape for k, v in g.state_dict().items()}
+
+
+def test_image_index_runs_the_encoder_once_per_image_with_the_same_maps():
+    g = tiny_g()
+    images, text = torch.rand(2, 3, 32, 32), torch.randn(3, 16)
+    index = torch.tensor([1, 0, 1])
+    calls = []
+    g.encoder.register_forward_hook(lambda m, inp, out: calls.append(inp[0].shape[0]))
+    with torch.no_grad():
+        shared = g(images, text, image_index=index)
+        repeated = g(images[index], text)
+    assert calls == [2, 3]
+    assert torch.allclose(shared, repeated, atol=1e-6)
+    with pytest.raises(ValueError, match="image_index"):
+        g(images, text[:2], image_index=index)

@@ -1,0 +1,134 @@
+"""Export network g as ``model.safetensors`` + ``config.json`` and load it back without Lightning.
+
+Loading never unpickles: weights come from safetensors and the description from JSON. A
+Lightning checkpoint is converted with ``torch.load(weights_only=True)``, which only admits
+tensors and primitive containers.
+
+``config.json`` holds::
+
+    {"format": "wwbl-g", "format_version": 1,
+     "architecture": "grounding_net" | "wsol_unet", "kwargs": {...},
+     "input_size": 299, "input_norm": "reference",
+     "clip": {"model": ..., "pretrained": ..., "checkpoint": ...},
+     "text_prefix": "", ...extra}
+
+Usage: ``python -m wwbl.export --ckpt run/last.ckpt --out exported_g/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from wwbl.errors import AnnotationError, MissingResourceError
+from wwbl.networks import architecture_name, build_network
+
+FORMAT = "wwbl-g"
+FORMAT_VERSION = 1
+WEIGHTS_FILE = "model.safetensors"
+CONFIG_FILE = "config.json"
+NET_PREFIX = "net."
+# Checkpoint entry (JSON-able dict) in which WWbLModule records how to rebuild and export g.
+CHECKPOINT_KEY = "wwbl_export"
+
+
+def export_grounding_net(model: nn.Module, path_dir: str, clip_spec: dict[str, Any],
+                         extra: dict[str, Any] | None = None) -> str:
+    """Write ``model`` (a GroundingNet or WSOLUNet) to ``path_dir``; returns the directory."""
+    config: dict[str, Any] = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "architecture": architecture_name(model),
+        "kwargs": model.config(),
+        "input_norm": model.config()["input_norm"],
+        "clip": dict(clip_spec),
+    }
+    for key, value in (extra or {}).items():
+        if key in config:
+            raise ValueError(f"extra key '{key}' would overwrite a reserved config entry")
+        config[key] = value
+    json.dumps(config)  # fail before writing anything if a value is not JSON-able
+    os.makedirs(path_dir, exist_ok=True)
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    save_file(state, os.path.join(path_dir, WEIGHTS_FILE), metadata={"format": FORMAT})
+    with open(os.path.join(path_dir, CONFIG_FILE), "w", encoding="utf-8") as f:
+        json.dump(config, f, indent=2, sort_keys=True)
+    return path_dir
+
+
+def read_export_config(path_dir: str) -> dict[str, Any]:
+    """Read and validate ``config.json`` of an exported g."""
+    config_path = os.path.join(path_dir, CONFIG_FILE)
+    if not os.path.isfile(config_path):
+        raise MissingResourceError(f"exported network config '{config_path}' not found; "
+                                   f"export a model with `python -m wwbl.export --ckpt ... --out {path_dir}`")
+    try:
+        with open(config_path, encoding="utf-8") as f:
+            config = json.load(f)
+    except json.JSONDecodeError as e:
+        raise AnnotationError(f"'{config_path}' is not valid JSON: {e}") from e
+    if not isinstance(config, dict) or config.get("format") != FORMAT:
+        raise AnnotationError(f"'{config_path}' is not a wwbl network g export (format != '{FORMAT}')")
+    if config.get("format_version", 0) > FORMAT_VERSION:
+        raise AnnotationError(f"'{config_path}' has format_version {config['format_version']}; "
+                              f"this wwbl reads up to {FORMAT_VERSION}")
+    for key in ("architecture", "kwargs", "clip"):
+        if key not in config:
+            raise AnnotationError(f"'{config_path}' lacks the required entry '{key}'")
+    return config
+
+
+def load_grounding_net(path_dir: str, map_location: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild an exported g in eval mode; returns ``(network, config)``."""
+    config = read_export_config(path_dir)
+    weights_path = os.path.join(path_dir, WEIGHTS_FILE)
+    if not os.path.isfile(weights_path):
+        raise MissingResourceError(f"exported network weights '{weights_path}' not found")
+    net = build_network(config["architecture"], pretrained_backbone=False, **config["kwargs"])
+    device = str(map_location) if isinstance(map_location, torch.device) else map_location
+    net.load_state_dict(load_file(weights_path, device=device))
+    return net.to(map_location).eval(), config
+
+
+def network_state_from_checkpoint(ckpt: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """The ``net.*`` entries of a WWbLModule checkpoint's state dict, prefix removed."""
+    state = ckpt.get("state_dict", {})
+    net_state = {k[len(NET_PREFIX):]: v for k, v in state.items() if k.startswith(NET_PREFIX)}
+    if not net_state:
+        raise AnnotationError("the checkpoint holds no 'net.*' weights; is it a wwbl WWbLModule checkpoint?")
+    return net_state
+
+
+def export_from_lightning_checkpoint(ckpt_path: str, out_dir: str) -> str:
+    """Convert a WWbLModule ``.ckpt`` into the safetensors + JSON export (no unpickling)."""
+    if not os.path.isfile(ckpt_path):
+        raise MissingResourceError(f"checkpoint '{ckpt_path}' not found")
+    ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+    spec = ckpt.get(CHECKPOINT_KEY)
+    if not isinstance(spec, dict):
+        raise AnnotationError(f"'{ckpt_path}' lacks the '{CHECKPOINT_KEY}' entry; "
+                              f"it was not written by wwbl.lit_module.WWbLModule")
+    net = build_network(spec["architecture"], pretrained_backbone=False, **spec["kwargs"])
+    net.load_state_dict(network_state_from_checkpoint(ckpt))
+    extra = {k: v for k, v in spec.items() if k not in ("architecture", "kwargs", "clip")}
+    return export_grounding_net(net, out_dir, spec["clip"], extra)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Export network g from a Lightning checkpoint "
+                                                 "to safetensors + config.json.")
+    parser.add_argument("--ckpt", required=True, help="path to a WWbLModule .ckpt file")
+    parser.add_argument("--out", required=True, help="output directory")
+    args = parser.parse_args(argv)
+    out = export_from_lightning_checkpoint(args.ckpt, args.out)
+    print(f"exported network g to {out}")
+
+
+if __name__ == "__main__":
+    main()

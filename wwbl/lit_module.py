@@ -1,0 +1,278 @@
+"""The LightningModule that trains network g against a frozen CLIP (paper §3, §4).
+
+One class serves both tasks:
+
+* ``task="wsg"``: the text-conditioned :class:`~wwbl.networks.GroundingNet` (COCO / VG phrases);
+* ``task="wsol"``: the image-only :class:`~wwbl.networks.WSOLUNet` (class-name text is used by
+  the losses only).
+
+Per step: the phrases (with ``text_prefix``) are encoded by CLIP; g predicts M; the Chefer
+relevancy map H of (image, phrase) is the detached L_rmap target; the masked images M⊙I and
+(1−M)⊙I go through CLIP's image encoder in one batched forward, so gradients reach g through
+the frozen CLIP. See :mod:`wwbl.losses` for the loss options.
+
+``mask_space``: "image" (default, the paper's M⊙I) masks the [0, 1] image (masked pixels are
+black) and then applies CLIP's normalisation; "reference" reproduces the released code, which
+masks the 0.5/0.5-normalised [-1, 1] image (masked pixels mid-grey) and feeds it — and the
+relevancy pass — to CLIP without CLIP's normalisation.
+
+CLIP is rebuilt from the ``clip_*`` hyper-parameters and is deliberately not a registered
+sub-module: checkpoints hold g's weights, the optimiser state, the JSON-able hyper-parameters
+and (under ``"wwbl_export"``) what :mod:`wwbl.export` needs to rebuild g.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from wwbl.clip import FrozenCLIP
+from wwbl.export import CHECKPOINT_KEY
+from wwbl.images import resize_heatmap
+from wwbl.losses import (
+    FORMS,
+    PAIRINGS,
+    LossWeights,
+    background_loss,
+    foreground_loss,
+    regularization_loss,
+    relevancy_loss,
+    wsol_background_loss,
+    wsol_foreground_loss,
+)
+from wwbl.networks import GroundingNet, WSOLUNet, architecture_name
+
+TASKS = ("wsg", "wsol")
+MASK_SPACES = ("image", "reference")
+# The released WSOL code's CUB prompt list minus the target (index 0, "bird").
+CUB_BACKGROUND_PROMPTS = ["sky", "lake", "sea", "tree", "leaves", "axes", "person"]
+
+
+def _resize(x: torch.Tensor, size_hw: tuple[int, int]) -> torch.Tensor:
+    """Bilinear resize (align_corners=True, as the reference) of B×C×H×W or B×H×W to ``size_hw``."""
+    if tuple(x.shape[-2:]) == tuple(size_hw):
+        return x
+    squeeze = x.dim() == 3
+    out = F.interpolate(x.unsqueeze(1) if squeeze else x, size=tuple(size_hw), mode="bilinear", align_corners=True)
+    return out.squeeze(1) if squeeze else out
+
+
+class WWbLModule(L.LightningModule):
+    """Trains network g (WSG or WSOL) with L_fore, L_back, L_rmap and L_reg.
+
+    Args:
+        task: "wsg" (GroundingNet, text-conditioned) or "wsol" (WSOLUNet, image only).
+        clip_model, clip_pretrained, clip_checkpoint, clip_precision: the frozen CLIP
+            (:class:`wwbl.clip.FrozenCLIP` arguments).
+        pretrained_backbone: ImageNet initialisation of g's encoder (paper: yes).
+        input_norm: g's input normalisation, "reference" (0.5/0.5) or "imagenet".
+        vgg_width_div, decoder_channels: GroundingNet size (1 and None = the paper's).
+        backbone, max_decoder_channels: WSOLUNet encoder and decoder width cap.
+        input_size: side of the square training images (recorded in the export).
+        text_prefix: prepended to every phrase before CLIP (released code: "image of ").
+        lambda_fore, lambda_back, lambda_rmap, lambda_reg: loss weights (paper 1, 1, 4, 1).
+        pairing: "diagonal" (paper) or "all_pairs" (released code) for L_fore / L_back.
+        back_abs: |cos| in L_back (released code) instead of cos (paper).
+        loss_form: "cosine" (paper, both tasks) or "reference_wsol" (released WSOL code:
+            cross-entropy over [target, background prompts] and the background/full ratio).
+        background_prompts: the non-target prompts of "reference_wsol".
+        mask_space: "image" (paper) or "reference" (released code), see the module docstring.
+        relevancy_start_layer: Chefer relevancy start block (-1 = last only, as the reference).
+        lr, momentum, weight_decay: SGD (paper: 3e-4, 0.9, 1e-4; released code lr 1.2e-3).
+        val_box_mode: WSG box rule for the validation box accuracy, "paper" (NMS 0.3) or
+            "reference" (the released code's rule); WSOL always uses the largest contour at 0.1.
+    """
+
+    def __init__(
+        self,
+        task: str = "wsg",
+        clip_model: str = "ViT-B-32",
+        clip_pretrained: str | None = "openai",
+        clip_checkpoint: str | None = None,
+        clip_precision: str = "fp32",
+        pretrained_backbone: bool = True,
+        input_norm: str = "reference",
+        vgg_width_div: int = 1,
+        decoder_channels: int | None = None,
+        backbone: str = "vgg16",
+        max_decoder_channels: int = 512,
+        input_size: int = 299,
+        text_prefix: str = "",
+        lambda_fore: float = 1.0,
+        lambda_back: float = 1.0,
+        lambda_rmap: float = 4.0,
+        lambda_reg: float = 1.0,
+        pairing: str = "diagonal",
+        back_abs: bool = False,
+        loss_form: str = "cosine",
+        background_prompts: list[str] | None = None,
+        mask_space: str = "image",
+        relevancy_start_layer: int = -1,
+        lr: float = 3e-4,
+        momentum: float = 0.9,
+        weight_decay: float = 1e-4,
+        val_box_mode: str = "paper",
+    ) -> None:
+        super().__init__()
+        _check_choice("task", task, TASKS)
+        _check_choice("pairing", pairing, PAIRINGS)
+        _check_choice("loss_form", loss_form, FORMS)
+        _check_choice("mask_space", mask_space, MASK_SPACES)
+        if loss_form == "reference_wsol" and not background_prompts:
+            raise ValueError("loss_form='reference_wsol' needs background_prompts (e.g. the CUB list "
+                             f"{CUB_BACKGROUND_PROMPTS})")
+        self.save_hyperparameters()
+        clip = FrozenCLIP(clip_model, pretrained=clip_pretrained, checkpoint=clip_checkpoint, precision=clip_precision)
+        # Kept outside the registered sub-modules so it never enters the state dict or the optimiser.
+        self.__dict__["clip"] = clip
+        if task == "wsg":
+            self.net: nn.Module = GroundingNet(text_dim=clip.embed_dim, decoder_channels=decoder_channels,
+                                               vgg_width_div=vgg_width_div, pretrained_backbone=pretrained_backbone,
+                                               input_norm=input_norm)
+        else:
+            self.net = WSOLUNet(backbone=backbone, pretrained_backbone=pretrained_backbone, input_norm=input_norm,
+                                max_decoder_channels=max_decoder_channels, vgg_width_div=vgg_width_div)
+        self.weights = LossWeights(lambda_fore, lambda_back, lambda_rmap, lambda_reg)
+        self._metrics: nn.ModuleDict | None = None
+
+    # -- device handling for the unregistered CLIP ------------------------------------------------
+    def _apply(self, fn: Any, *args: Any, **kwargs: Any) -> WWbLModule:
+        super()._apply(fn, *args, **kwargs)
+        if "clip" in self.__dict__:
+            self.clip._apply(fn, *args, **kwargs)
+        return self
+
+    # -- forward ---------------------------------------------------------------------------------
+    def phrases_for_clip(self, phrases: Sequence[str]) -> list[str]:
+        """The phrases as CLIP sees them (with ``text_prefix``)."""
+        return [self.hparams.text_prefix + p for p in phrases]
+
+    def forward(self, images01: torch.Tensor, text_emb: torch.Tensor | None = None) -> torch.Tensor:
+        """g's map B×H×W in [0, 1]; ``text_emb`` (B×D) is required for the WSG task."""
+        if self.hparams.task == "wsg" and text_emb is None:
+            raise ValueError("the WSG network needs one text embedding per image")
+        return self.net(images01, text_emb)
+
+    def _clip_inputs(self, images01: torch.Tensor) -> tuple[torch.Tensor, bool]:
+        """Images at CLIP's size in the space they are masked in, and whether CLIP must normalise them."""
+        x = _resize(images01, (self.clip.image_size, self.clip.image_size))
+        if self.hparams.mask_space == "reference":
+            return x * 2.0 - 1.0, False
+        return x, True
+
+    def _encode(self, images: torch.Tensor, normalize: bool) -> torch.Tensor:
+        return self.clip.encode_image(images, normalize_input=normalize)
+
+    # -- training --------------------------------------------------------------------------------
+    def compute_losses(self, images01: torch.Tensor, phrases: Sequence[str]) -> dict[str, torch.Tensor]:
+        """All loss terms and the weighted total (key ``loss``) for one batch."""
+        hp = self.hparams
+        text = self.clip.encode_text(self.phrases_for_clip(phrases)).to(images01.device)
+        mask = self(images01, text if hp.task == "wsg" else None)
+        x_clip, normalize = self._clip_inputs(images01)
+        target = self.clip.relevancy(x_clip, text, start_layer=hp.relevancy_start_layer, normalize_input=normalize)
+        terms = {"rmap": relevancy_loss(mask, _resize(target.to(mask), mask.shape[-2:])),
+                 "reg": regularization_loss(mask)}
+        m = _resize(mask, x_clip.shape[-2:]).unsqueeze(1)
+        fore_emb, back_emb = self._encode(torch.cat([x_clip * m, x_clip * (1.0 - m)]), normalize).chunk(2)
+        if hp.loss_form == "cosine":
+            terms["fore"] = foreground_loss(fore_emb, text, hp.pairing)
+            terms["back"] = background_loss(back_emb, text, hp.pairing, absolute=hp.back_abs)
+        else:
+            others = self.clip.encode_text(self.phrases_for_clip(hp.background_prompts)).to(text)
+            with torch.no_grad():
+                full_emb = self._encode(x_clip, normalize)
+            terms["fore"] = wsol_foreground_loss(fore_emb, text, others, self.clip.logit_scale)
+            terms["back"] = wsol_background_loss(back_emb, full_emb, text, self.clip.logit_scale)
+        terms["loss"] = self.weights.total(terms)
+        return terms
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        terms = self.compute_losses(batch["image"], batch["phrase"])
+        batch_size = len(batch["phrase"])
+        for name in ("fore", "back", "rmap", "reg"):
+            self.log(f"train/loss_{name}", terms[name], batch_size=batch_size)
+        self.log("train/loss", terms["loss"], prog_bar=True, batch_size=batch_size)
+        return terms["loss"]
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        hp = self.hparams
+        return torch.optim.SGD(self.net.parameters(), lr=hp.lr, momentum=hp.momentum, weight_decay=hp.weight_decay)
+
+    # -- validation: pointing game and box accuracy on a grounding split ---------------------------
+    def setup(self, stage: str) -> None:
+        if stage in ("fit", "validate") and self._metrics is None and self._has_val_data():
+            from wwbl.evaluation.metrics import BoxAccuracy, PointingAccuracy  # only needed with validation data
+
+            self._metrics = nn.ModuleDict({"pointing_acc": PointingAccuracy(), "box_acc": BoxAccuracy()})
+
+    def _has_val_data(self) -> bool:
+        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        return bool(getattr(datamodule, "has_val_data", False))
+
+    def predict_maps(self, images01: torch.Tensor, entity_phrases: Sequence[Sequence[str]],
+                     entity_image: Sequence[int]) -> torch.Tensor:
+        """E×S×S maps, one per entity: the mean of g's maps over the entity's phrases (as the
+        reference for Flickr entities) in image ``entity_image[e]``; WSOL ignores the phrases."""
+        device = images01.device
+        owner_image = torch.as_tensor(list(entity_image), dtype=torch.long, device=device)
+        if self.hparams.task == "wsol":
+            return self.net(images01, None, owner_image)
+        counts = torch.tensor([len(p) for p in entity_phrases], device=device)
+        if len(counts) == 0 or (counts == 0).any():
+            raise ValueError("every validation entity needs at least one phrase")
+        flat = [p for phrases in entity_phrases for p in phrases]
+        text = self.clip.encode_text(self.phrases_for_clip(flat)).to(device)
+        owner_entity = torch.repeat_interleave(torch.arange(len(counts), device=device), counts)
+        maps = self.net(images01, text, owner_image[owner_entity])
+        summed = maps.new_zeros(len(counts), *maps.shape[1:]).index_add_(0, owner_entity, maps)
+        return summed / counts.view(-1, 1, 1).to(summed)
+
+    def validation_step(self, batch: Sequence[dict[str, Any]], batch_idx: int) -> None:
+        if self._metrics is None:
+            raise RuntimeError("validation metrics were not set up; does the datamodule define has_val_data?")
+        images = torch.stack([item["image"] for item in batch]).to(self.device)
+        entity_image = [i for i, item in enumerate(batch) for _ in item["phrases"]]
+        maps = self.predict_maps(images, [p for item in batch for p in item["phrases"]], entity_image)
+        heatmaps = [resize_heatmap(m, tuple(batch[i]["size"])) for m, i in zip(maps, entity_image)]
+        gt_boxes = [b.to(self.device) for item in batch for b in item["boxes"]]
+        pred_boxes = [self._boxes(h).boxes.to(self.device) for h in heatmaps]
+        self._metrics["pointing_acc"].update(heatmaps, gt_boxes)
+        self._metrics["box_acc"].update(pred_boxes, gt_boxes)
+        for name, metric in self._metrics.items():
+            self.log(f"val/{name}", metric, batch_size=len(heatmaps), prog_bar=True)
+
+    def _boxes(self, heatmap: torch.Tensor) -> Any:
+        """Boxes of one heatmap: WSOL's largest contour at 0.1, or the WSG rule (``val_box_mode``)."""
+        from wwbl.inference.heatmap_boxes import wsg_boxes, wsol_box
+
+        if self.hparams.task == "wsol":
+            return wsol_box(heatmap)
+        return wsg_boxes(heatmap, mode=self.hparams.val_box_mode)
+
+    # -- checkpoints -----------------------------------------------------------------------------
+    def export_spec(self) -> dict[str, Any]:
+        """JSON-able description of g for :mod:`wwbl.export` (architecture, CLIP, prompts)."""
+        hp = self.hparams
+        return {
+            "architecture": architecture_name(self.net),
+            "kwargs": self.net.config(),
+            "clip": {"model": hp.clip_model, "pretrained": hp.clip_pretrained, "checkpoint": hp.clip_checkpoint},
+            "input_size": hp.input_size,
+            "text_prefix": hp.text_prefix,
+            "task": hp.task,
+            "mask_space": hp.mask_space,
+        }
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint[CHECKPOINT_KEY] = self.export_spec()
+
+
+def _check_choice(name: str, value: str, choices: Sequence[str]) -> None:
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {list(choices)}, got '{value}'")

@@ -1,0 +1,221 @@
+"""Image encoders for network g, built from torchvision with optional ImageNet weights.
+
+Every encoder is a :class:`TappedBackbone`: an ordered list of stages whose outputs (the
+"taps") are returned from the highest to the lowest resolution, so a U-Net decoder can use
+them as skip connections and the grounding network can use the last one.
+
+ImageNet weights are only read from the local torch hub cache: this project never
+downloads. A missing file raises :class:`wwbl.errors.MissingResourceError` that names the
+file and where to put it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from itertools import pairwise
+
+import torch
+from torch import nn
+from torchvision import models
+
+from wwbl.errors import MissingResourceError
+
+# Same layer layout as torchvision's VGG16 ``features`` (numbers are output channels, "M" a
+# 2×2 max-pool), so state-dict indices match ``vgg16().features``.
+_VGG16_LAYOUT: tuple[int | str, ...] = (
+    64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512,
+)
+# features[:23] ends at relu4_3; features[:30] at relu5_3.
+VGG16_RELU4_3_END = 23
+VGG16_RELU5_3_END = 30
+
+
+class TappedBackbone(nn.Module):
+    """Runs ``stages`` in order and returns the output of every stage (high → low resolution)."""
+
+    def __init__(self, stages: Sequence[nn.Module], channels: Sequence[int]) -> None:
+        super().__init__()
+        if len(stages) != len(channels):
+            raise ValueError("one channel count per stage is required")
+        self.stages = nn.ModuleList(stages)
+        self.channels = list(channels)
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        taps = []
+        for stage in self.stages:
+            x = stage(x)
+            taps.append(x)
+        return taps
+
+
+def _cached_weights_path(weights: models.WeightsEnum) -> str:
+    return os.path.join(torch.hub.get_dir(), "checkpoints", os.path.basename(weights.url))
+
+
+def load_imagenet_state_dict(weights: models.WeightsEnum) -> dict[str, torch.Tensor]:
+    """State dict of a torchvision weights enum, read from the torch hub cache only."""
+    path = _cached_weights_path(weights)
+    if not os.path.isfile(path):
+        raise MissingResourceError(
+            f"ImageNet weights {weights} are not available offline: expected the file "
+            f"'{path}'. Download {weights.url} on a machine with network access and copy it "
+            f"to that path (or set TORCH_HOME), or build the network with "
+            f"pretrained_backbone=False."
+        )
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def vgg16_features(pretrained: bool, end: int = VGG16_RELU4_3_END, width_div: int = 1) -> nn.Sequential:
+    """``vgg16().features[:end]`` (no BatchNorm); ``width_div`` > 1 divides every channel count.
+
+    The scaled variant exists so tests and tiny experiments can build the same topology
+    cheaply; it cannot use the ImageNet weights.
+    """
+    if width_div < 1:
+        raise ValueError(f"width_div must be >= 1, got {width_div}")
+    if pretrained and width_div != 1:
+        raise ValueError("ImageNet weights need the full VGG16 width (width_div=1)")
+    layers: list[nn.Module] = []
+    in_ch = 3
+    for item in _VGG16_LAYOUT:
+        if item == "M":
+            layers.append(nn.MaxPool2d(kernel_size=2, stride=2))
+        else:
+            out_ch = max(1, int(item) // width_div)
+            layers += [nn.Conv2d(in_ch, out_ch, kernel_size=3, padding=1), nn.ReLU(inplace=True)]
+            in_ch = out_ch
+    features = nn.Sequential(*layers[:end])
+    if pretrained:
+        state = load_imagenet_state_dict(models.VGG16_Weights.IMAGENET1K_V1)
+        prefix = "features."
+        features.load_state_dict(
+            {k[len(prefix):]: v for k, v in state.items()
+             if k.startswith(prefix) and int(k[len(prefix):].split(".")[0]) < end}
+        )
+    return features
+
+
+def vgg16_channels(end: int = VGG16_RELU4_3_END, width_div: int = 1) -> int:
+    """Output channels of ``vgg16_features(end=end, width_div=width_div)``."""
+    channels, index = 3, 0
+    for item in _VGG16_LAYOUT:
+        if index >= end:
+            break
+        if item == "M":
+            index += 1  # pool
+        else:
+            channels, index = int(item), index + 2  # conv + ReLU
+    return max(1, channels // width_div)
+
+
+def _vgg16_tapped(pretrained: bool, width_div: int = 1) -> TappedBackbone:
+    f = vgg16_features(pretrained, end=VGG16_RELU5_3_END, width_div=width_div)
+    # Taps after relu1_2, pool1, relu2_2, relu3_3, relu4_3, relu5_3 (reference WSOL encoder).
+    cuts = [0, 4, 5, 9, 16, 23, 30]
+    stages = [f[a:b] for a, b in pairwise(cuts)]
+    chans = [vgg16_channels(b, width_div) for b in cuts[1:]]
+    return TappedBackbone(stages, chans)
+
+
+def _resnet_tapped(name: str, pretrained: bool) -> TappedBackbone:
+    weights = models.get_model_weights(name).IMAGENET1K_V1 if pretrained else None
+    net = models.get_model(name, weights=None)
+    if weights is not None:
+        net.load_state_dict(load_imagenet_state_dict(weights))
+    expansion = 4 if name in ("resnet50", "resnet101", "resnet152") else 1
+    stages = [
+        nn.Sequential(net.conv1, net.bn1, net.relu),
+        nn.Sequential(net.maxpool, net.layer1),
+        net.layer2, net.layer3, net.layer4,
+    ]
+    return TappedBackbone(stages, [64] + [c * expansion for c in (64, 128, 256, 512)])
+
+
+def _mobilenet_v2_tapped(pretrained: bool) -> TappedBackbone:
+    net = models.mobilenet_v2(weights=None)
+    if pretrained:
+        net.load_state_dict(load_imagenet_state_dict(models.MobileNet_V2_Weights.IMAGENET1K_V1))
+    f = net.features
+    cuts = [0, 2, 4, 7, 14, 19]  # stride changes: /2, /4, /8, /16, /32
+    return TappedBackbone([f[a:b] for a, b in pairwise(cuts)], [16, 24, 32, 96, 1280])
+
+
+def _densenet161_tapped(pretrained: bool) -> TappedBackbone:
+    net = models.densenet161(weights=None)
+    if pretrained:
+        net.load_state_dict(load_imagenet_state_dict(models.DenseNet161_Weights.IMAGENET1K_V1))
+    f = net.features
+    stages = [
+        nn.Sequential(f.conv0, f.norm0, f.relu0),
+        nn.Sequential(f.pool0, f.denseblock1),
+        nn.Sequential(f.transition1, f.denseblock2),
+        nn.Sequential(f.transition2, f.denseblock3),
+        nn.Sequential(f.transition3, f.denseblock4, f.norm5, nn.ReLU(inplace=False)),
+    ]
+    return TappedBackbone(stages, [96, 384, 768, 2112, 2208])
+
+
+def _inception_v3_tapped(pretrained: bool) -> TappedBackbone:
+    net = models.inception_v3(weights=None, aux_logits=True, init_weights=not pretrained)
+    if pretrained:
+        net.load_state_dict(load_imagenet_state_dict(models.Inception_V3_Weights.IMAGENET1K_V1))
+    stages = [
+        nn.Sequential(net.Conv2d_1a_3x3, net.Conv2d_2a_3x3, net.Conv2d_2b_3x3),
+        nn.Sequential(net.maxpool1, net.Conv2d_3b_1x1, net.Conv2d_4a_3x3),
+        nn.Sequential(net.maxpool2, net.Mixed_5b, net.Mixed_5c, net.Mixed_5d),
+        nn.Sequential(net.Mixed_6a, net.Mixed_6b, net.Mixed_6c, net.Mixed_6d, net.Mixed_6e),
+        nn.Sequential(net.Mixed_7a, net.Mixed_7b, net.Mixed_7c),
+    ]
+    return TappedBackbone(stages, [64, 192, 288, 768, 2048])
+
+
+_BUILDERS: dict[str, Callable[[bool, int], TappedBackbone]] = {
+    "vgg16": lambda p, w: _vgg16_tapped(p, w),
+    "resnet18": lambda p, w: _resnet_tapped("resnet18", p),
+    "resnet34": lambda p, w: _resnet_tapped("resnet34", p),
+    "resnet50": lambda p, w: _resnet_tapped("resnet50", p),
+    "resnet101": lambda p, w: _resnet_tapped("resnet101", p),
+    "mobilenet_v2": lambda p, w: _mobilenet_v2_tapped(p),
+    "densenet161": lambda p, w: _densenet161_tapped(p),
+    "inception_v3": lambda p, w: _inception_v3_tapped(p),
+}
+
+
+def available_backbones() -> list[str]:
+    """Names accepted by :func:`build_tapped_backbone`."""
+    return sorted(_BUILDERS)
+
+
+def build_tapped_backbone(name: str, pretrained: bool, width_div: int = 1) -> TappedBackbone:
+    """Build a multi-scale encoder; ``width_div`` is only supported for ``vgg16``."""
+    if name not in _BUILDERS:
+        raise ValueError(f"unknown backbone '{name}'; available: {available_backbones()}")
+    if width_div != 1 and name != "vgg16":
+        raise ValueError(f"width_div is only supported for vgg16, not '{name}'")
+    return _BUILDERS[name](pretrained, width_div)
+
+
+# Input normalisations applied inside the networks to [0, 1] images. "reference" is the
+# released WWbL code's mean = std = 0.5 ([-1, 1] inputs); "imagenet" is torchvision's.
+INPUT_NORMS: dict[str, tuple[tuple[float, float, float], tuple[float, float, float]]] = {
+    "reference": ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
+    "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+}
+
+
+class InputNormalize(nn.Module):
+    """Maps [0, 1] images to the network's input space (constants, not saved as state)."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__()
+        if name not in INPUT_NORMS:
+            raise ValueError(f"unknown input_norm '{name}'; choose one of {sorted(INPUT_NORMS)}")
+        mean, std = INPUT_NORMS[name]
+        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
+
+    def forward(self, images01: torch.Tensor) -> torch.Tensor:
+        if images01.dim() != 4 or images01.shape[1] != 3:
+            raise ValueError(f"expected B×3×H×W images in [0, 1], got shape {tuple(images01.shape)}")
+        return (images01 - self.mean) / self.std

@@ -1,0 +1,115 @@
+"""Network g for weakly supervised phrase grounding (paper §3.2, "Multi-Model Architecture").
+
+Layout (as the released code): VGG16 ``features[:23]`` (relu4_3, stride 8) → bottleneck →
+per-pixel cosine A between the channel-normalised bottleneck features and the normalised
+CLIP text embedding → the *un-normalised* features gated by A → two up-sampling blocks
+(×2 each, stride 2) → bilinear (align_corners=True) to the input size → sigmoid.
+
+The paper's text speaks of three up-sampling blocks; the released code (and so the released
+weights) use two blocks and a final bilinear resize, which is what is built here.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from wwbl.networks.backbones import InputNormalize, vgg16_channels, vgg16_features
+
+
+def conv_bn_relu(in_ch: int, out_ch: int) -> list[nn.Module]:
+    """3×3 conv (zero padding 1) → BatchNorm → ReLU."""
+    return [nn.Conv2d(in_ch, out_ch, 3, padding=1), nn.BatchNorm2d(out_ch), nn.ReLU(inplace=True)]
+
+
+class BottleneckBlock(nn.Sequential):
+    """Two conv-BN-ReLU layers at constant resolution."""
+
+    def __init__(self, in_ch: int, out_ch: int) -> None:
+        super().__init__(*conv_bn_relu(in_ch, out_ch), *conv_bn_relu(out_ch, out_ch))
+
+
+class UpBlock(nn.Sequential):
+    """Bilinear ×2 → conv-BN-ReLU → conv (→ BN → ReLU unless it is the output block)."""
+
+    def __init__(self, in_ch: int, out_ch: int, output_block: bool = False) -> None:
+        layers: list[nn.Module] = [nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False)]
+        layers += conv_bn_relu(in_ch, out_ch)
+        if output_block:
+            layers.append(nn.Conv2d(out_ch, out_ch, 3, padding=1))
+        else:
+            layers += conv_bn_relu(out_ch, out_ch)
+        super().__init__(*layers)
+
+
+class GroundingNet(nn.Module):
+    """Text-conditioned encoder-decoder g(I, z_t) → map in [0, 1] at the input size.
+
+    Args:
+        text_dim: size of the CLIP text embedding; also the bottleneck width (512 in the paper).
+        decoder_channels: channels of the first up-sampling block (default ``text_dim``).
+        vgg_width_div: divides every VGG16 channel count (1 = the real VGG16; >1 for tiny
+            test models, which cannot load ImageNet weights).
+        pretrained_backbone: load torchvision's ImageNet VGG16 weights (from the local cache).
+        input_norm: "reference" (mean = std = 0.5, as the released code) or "imagenet".
+    """
+
+    def __init__(
+        self,
+        text_dim: int = 512,
+        decoder_channels: int | None = None,
+        vgg_width_div: int = 1,
+        pretrained_backbone: bool = True,
+        input_norm: str = "reference",
+    ) -> None:
+        super().__init__()
+        decoder_channels = decoder_channels or text_dim
+        self._config = {"text_dim": text_dim, "decoder_channels": decoder_channels,
+                        "vgg_width_div": vgg_width_div, "input_norm": input_norm}
+        self.text_dim = text_dim
+        self.normalize = InputNormalize(input_norm)
+        self.encoder = vgg16_features(pretrained_backbone, width_div=vgg_width_div)
+        self.bottleneck = BottleneckBlock(vgg16_channels(width_div=vgg_width_div), text_dim)
+        self.up0 = UpBlock(text_dim, decoder_channels)
+        self.up1 = UpBlock(decoder_channels, 1, output_block=True)
+
+    def config(self) -> dict[str, Any]:
+        """JSON-able constructor arguments (without ``pretrained_backbone``)."""
+        return dict(self._config)
+
+    def similarity_map(self, features: torch.Tensor, text_emb: torch.Tensor) -> torch.Tensor:
+        """Per-pixel cosine between ``features`` (B×C×h×w) and the text (B×C) → B×1×h×w."""
+        z_t = F.normalize(text_emb, dim=-1)
+        z_i = F.normalize(features, dim=1)
+        return torch.einsum("bchw,bc->bhw", z_i, z_t).unsqueeze(1)
+
+    def encode_image(self, images01: torch.Tensor) -> torch.Tensor:
+        """The text-independent part: bottleneck features B×text_dim×h×w (stride 8)."""
+        return self.bottleneck(self.encoder(self.normalize(images01)))
+
+    def decode(self, features: torch.Tensor, text_emb: torch.Tensor, size_hw: tuple[int, int]) -> torch.Tensor:
+        """Gate ``features`` (T×C×h×w) by their cosine with ``text_emb`` (T×C) → T×H×W maps in [0, 1]."""
+        gated = features * self.similarity_map(features, text_emb.to(features.dtype))
+        logits = self.up1(self.up0(gated))
+        logits = F.interpolate(logits, size=size_hw, mode="bilinear", align_corners=True)
+        return torch.sigmoid(logits).squeeze(1)
+
+    def forward(self, images01: torch.Tensor, text_emb: torch.Tensor,
+                image_index: torch.Tensor | None = None) -> torch.Tensor:
+        """Maps in [0, 1] at the input size for B×3×H×W images in [0, 1].
+
+        Without ``image_index`` the texts pair with the images (``text_emb`` B×D → B×H×W). With
+        ``image_index`` (T long) text t grounds in image ``image_index[t]`` (``text_emb`` T×D →
+        T×H×W); the image encoder then runs once per image, however many phrases it has.
+        """
+        expected = images01.shape[0] if image_index is None else image_index.shape[0]
+        if text_emb.dim() != 2 or text_emb.shape != (expected, self.text_dim):
+            raise ValueError(f"text_emb must be {expected}×{self.text_dim} (one row per "
+                             f"{'image' if image_index is None else 'image_index entry'}), got {tuple(text_emb.shape)}")
+        features = self.encode_image(images01)
+        if image_index is not None:
+            features = features[image_index]
+        return self.decode(features, text_emb, images01.shape[-2:])
