@@ -1,0 +1,138 @@
+"""``python -m wwbl.evaluation {wsg,wwbl,wsol,masks,tables} …`` — see ``wwbl.evaluation.evaluate``.
+
+Examples::
+
+    python -m wwbl.evaluation wsg --dataset flickr30k --root data/flickr30k --checkpoint checkpoints/g --out runs/g_flickr
+    python -m wwbl.evaluation wsg --dataset zsg_vg_s0 --root data/zsg --method adapting_clip --clip-model ViT-L-14 --out runs/ac_vg_s0
+    python -m wwbl.evaluation wwbl --dataset flickr30k --root data/flickr30k --checkpoint checkpoints/g --out runs/wwbl
+    python -m wwbl.evaluation wsol --dataset imagenet --root data/imagenet --method vl_score --clip-model RN50 --out runs/vl
+    python -m wwbl.evaluation masks --dataset cocoglide --root data --method gem --closing 51 --out runs/gem
+    python -m wwbl.evaluation tables runs/ --out runs/tables
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any, Sequence
+
+from wwbl.evaluation.evaluate import EvalSettings, run_evaluation
+from wwbl.evaluation.tables import merge_runs
+
+
+def _key_values(pairs: Sequence[str]) -> dict[str, Any]:
+    """``KEY=VALUE`` pairs; values parsed as JSON when possible (numbers, booleans, lists), else strings."""
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"expected KEY=VALUE, got {pair!r}")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
+
+
+def _none_or(text: str) -> str | None:
+    return None if text.lower() in ("none", "null", "") else text
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--dataset", required=True, help="benchmark name, e.g. flickr30k, referit, vg, zsg_flickr_s1, cub")
+    parser.add_argument("--root", required=True, help="dataset directory in its publisher's layout")
+    parser.add_argument("--split", default="test")
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--checkpoint", help="exported network g directory (wwbl.export)")
+    source.add_argument("--method", help="registered extractor name (gae, gem, adapting_clip, vl_score, …)")
+    parser.add_argument("--clip-model", default="ViT-B-32")
+    parser.add_argument("--clip-pretrained", default="openai", type=_none_or, help="open_clip tag; 'none' for random")
+    parser.add_argument("--clip-checkpoint", default=None, help="local CLIP weights instead of a pretrained tag")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--out", required=True, help="run directory (records, results, tables); rerun to resume")
+    parser.add_argument("--limit", type=int, default=None, help="evaluate only the first N images")
+    parser.add_argument("--batch-size", type=int, default=8, help="images per batch")
+    parser.add_argument("--text-prefix", default=None,
+                        help="prefix the extractor adds to phrases (default: its own, an export's for g; "
+                             "none in wwbl, as the reference queried g with raw captions)")
+    parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="extractor option")
+    parser.add_argument("--loader-option", action="append", default=[], metavar="KEY=VALUE",
+                        help="dataset loader option, e.g. min_area_fraction=null, text_prefix='image of '")
+    parser.add_argument("--boxes", default="auto", choices=("auto", "wsg", "wsol", "method"))
+    parser.add_argument("--box-mode", default="paper", choices=("paper", "reference"),
+                        help="wsg_boxes rule: the paper's or the released code's (union, NMS 0.05 bug)")
+    parser.add_argument("--iou-threshold", type=float, default=0.5)
+    parser.add_argument("--label", default=None, help="row name in the tables")
+    parser.add_argument("--no-progress", action="store_true")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m wwbl.evaluation",
+                                     description="Evaluate network g or a training-free extractor on the papers' "
+                                                 "benchmarks and write their tables (Markdown, CSV, JSON).")
+    sub = parser.add_subparsers(dest="command", required=True)
+    wsg = sub.add_parser("wsg", help="weakly supervised grounding (pointing, bbox accuracy, Acc@thr)")
+    wwbl = sub.add_parser("wwbl", help="what is where by looking (WWbL metric)")
+    wsol = sub.add_parser("wsol", help="WSOL: GT-known, top-1/top-5 localisation")
+    masks = sub.add_parser("masks", help="mask localisation: mean IoU sweep and PxAP")
+    for p in (wsg, wwbl, wsol, masks):
+        _common(p)
+    for p in (wsg, wwbl):
+        p.add_argument("--gt-mode", default="union", choices=("union", "any"), help="pointing: union GT box or any box")
+    wsg.add_argument("--acc-threshold", type=float, default=None, help="Acc@thr (default ZSGNet: 0.5 Flickr, 0.3 VG)")
+    wwbl.add_argument("--predictions", default=None, help="JSON-lines predictions instead of running the pipeline")
+    wwbl.add_argument("--captioner", default=None, help="BLIP source for the pipeline")
+    wwbl.add_argument("--match-prefix", default=None, help="GT text prefix for matching (default: reference's)")
+    wwbl.add_argument("--drop-empty", action="store_true",
+                      help="exclude images without predictions (the reference) instead of counting misses")
+    for p in (wsol, masks):
+        p.add_argument("--prompt", default="an image of a {}.",
+                       help="text template, {} = class / label; without {} used as is (the WWbL reference "
+                            "localised 'bird' / 'car' / 'dog' on CUB / Cars / Dogs)")
+    wsol.add_argument("--first-name-only", action="store_true", help="use only a class's first name, not all synonyms")
+    wsol.add_argument("--no-classify", action="store_true", help="skip zero-shot top-1/top-5 localisation")
+    wsol.add_argument("--class-prompt", default="an image of a {}.",
+                      help="zero-shot classification template (VL-Score: 'an image of a {}.', synonyms averaged)")
+    wsol.add_argument("--wsol-threshold", type=float, default=0.1, help="wsol_box threshold")
+    wsol.add_argument("--strict", action="store_true", help="IoU > threshold (VL-Score's wording) instead of >=")
+    masks.add_argument("--closing", type=int, default=1, help="dilation-then-erosion kernel size (poster: 41-61)")
+    tables = sub.add_parser("tables", help="merge several runs into the papers' tables")
+    tables.add_argument("runs", nargs="+", help="run directories or results.json files")
+    tables.add_argument("--out", required=True)
+    return parser
+
+
+def settings_from_args(args: argparse.Namespace) -> EvalSettings:
+    extra = {name: getattr(args, name) for name in ("gt_mode", "acc_threshold", "predictions", "captioner",
+                                                     "match_prefix", "drop_empty", "prompt", "wsol_threshold",
+                                                     "strict", "closing", "class_prompt") if hasattr(args, name)}
+    if hasattr(args, "first_name_only"):
+        extra["all_names"] = not args.first_name_only
+    if hasattr(args, "no_classify"):
+        extra["classify"] = not args.no_classify
+    return EvalSettings(task=args.command, dataset=args.dataset, root=args.root, out=args.out, split=args.split,
+                        method=args.method, checkpoint=args.checkpoint, clip_model=args.clip_model,
+                        clip_pretrained=args.clip_pretrained, clip_checkpoint=args.clip_checkpoint,
+                        device=args.device, text_prefix=args.text_prefix,
+                        extractor_options=_key_values(args.option), loader_options=_key_values(args.loader_option),
+                        limit=args.limit, batch_size=args.batch_size, boxes=args.boxes, box_mode=args.box_mode,
+                        iou_threshold=args.iou_threshold, label=args.label, progress=not args.no_progress, **extra)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "tables":
+            merge_runs(args.runs, args.out)
+            return 0
+        settings = settings_from_args(args)
+        results = run_evaluation(settings)
+    except (ValueError, FileNotFoundError) as err:  # bad settings, annotations or missing files
+        raise SystemExit(f"error: {err}")
+    print(f"{results['images']}/{results['images_total']} images evaluated, {results['skipped']} skipped "
+          f"(see {settings.out}/skipped.json)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,83 @@
+"""ReferIt (refclef, UNC split) as prepared by MultiGrounding's ``Data()._referit``.
+
+Files (under ``root``):
+
+* ``annotations/<split>.pickle`` — a dict ``str(image id) → {"annotations": [{"query": str,
+  "bbox": [[x1, y1, x2, y2]], …}, …]}`` with one entry per unique query. It is read with a
+  builtins-only unpickler (no code runs); ``annotations/<split>.json`` with the same structure is
+  accepted instead.
+* images ``ReferIt_Images/<id // 1000 as two digits>/images/<id>.jpg`` (the SAIAPR TC-12 layout).
+
+Protocol (reference, notes §6.1): one sample per query; boxes covering at most
+``min_area_fraction`` (5 %) of the image are dropped, and a query with no box left is dropped.
+The image size comes from the image header. The reference gave ReferIt queries a single
+``"image of "`` prefix at evaluation time (an extractor option here); ``text_prefix`` adds one in
+the loader. Queries are not lowercased by default (the reference used them as stored).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from wwbl.errors import AnnotationError
+from wwbl.evaluation.datasets.common import (
+    DatasetIndex,
+    GroundingSample,
+    box_tensor,
+    collect,
+    first_existing,
+    image_size_hw,
+    make_phrase,
+    passes_area_filter,
+    pickle_or_json,
+    read_pickle_or_json,
+)
+
+HINT = ("Produce annotations/<split>.pickle with MultiGrounding's data preparation (refclef, UNC split) "
+        "and place the SAIAPR TC-12 images under ReferIt_Images/")
+
+
+def referit_image_path(images_dir: Path, image_id: str) -> Path:
+    """``<images_dir>/<id // 1000, two digits>/images/<id>.jpg``."""
+    try:
+        folder = f"{int(image_id) // 1000:02d}"
+    except ValueError as err:
+        raise AnnotationError(f"image id {image_id!r} is not an integer SAIAPR id") from err
+    return images_dir / folder / "images" / f"{image_id}.jpg"
+
+
+def load_referit(root: str | Path, split: str = "test", min_area_fraction: float | None = 0.05,
+                 text_prefix: str = "", lowercase: bool = False,
+                 images_dir: str | Path | None = None) -> DatasetIndex[GroundingSample]:
+    """Load a ReferIt split (see the module docstring for layout and protocol)."""
+    root = Path(root)
+    ann_dir = first_existing([root / "annotations", root], "ReferIt annotations directory", HINT)
+    table = read_pickle_or_json(pickle_or_json(ann_dir, split), f"ReferIt '{split}' annotations")
+    if not isinstance(table, dict):
+        raise AnnotationError(f"ReferIt '{split}' annotations must be a dict image id → entry, got {type(table).__name__}")
+    image_root = Path(images_dir) if images_dir else first_existing(
+        [root / "ReferIt_Images", root / "images"], "ReferIt images directory", HINT)
+    skipped: list[str] = []
+
+    def build(image_id: str, entry: Any) -> list[GroundingSample]:
+        where = f"ReferIt '{split}' key {image_id!r}"
+        if not isinstance(entry, dict) or not isinstance(entry.get("annotations"), list):
+            raise AnnotationError(f"{where}: expected {{'annotations': [...]}}")
+        path = referit_image_path(image_root, image_id)
+        size_hw = image_size_hw(path)
+        samples = []
+        for index, ann in enumerate(entry["annotations"]):
+            spot = f"{where} annotation {index}"
+            if not isinstance(ann, dict) or "query" not in ann or "bbox" not in ann:
+                raise AnnotationError(f"{spot}: needs 'query' and 'bbox'")
+            boxes = box_tensor(ann["bbox"], spot)
+            kept = boxes[[passes_area_filter(b, size_hw, min_area_fraction) for b in boxes]]
+            if len(kept) == 0:
+                continue
+            samples.append(GroundingSample(image_id=image_id, image_path=path, size_hw=size_hw,
+                                           phrases=[make_phrase(ann["query"], spot, text_prefix, lowercase)],
+                                           gt_boxes=kept, item_id=f"{image_id}/{index}"))
+        return samples
+
+    samples = collect(((str(k), v) for k, v in table.items()), build, skipped)
+    return DatasetIndex(name="referit", split=split, samples=samples, skipped=skipped)

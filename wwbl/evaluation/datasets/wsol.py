@@ -1,0 +1,257 @@
+"""WSOL benchmarks in their publishers' layouts: CUB-200-2011, Stanford Cars, Stanford Dogs, ImageNet val.
+
+Boxes are kept in the coordinates the publishers store (pixel indices, no offset); each loader
+returns :class:`WSOLSample` items and the dataset's class list (``DatasetIndex.class_names``,
+index = ``label``; each entry holds the class's names, synonyms after the first).
+
+* **CUB-200-2011** (``root`` or ``root/CUB_200_2011``): ``images.txt`` (``id path``),
+  ``bounding_boxes.txt`` (``id x y w h``), ``train_test_split.txt`` (``id is_train``),
+  ``image_class_labels.txt`` (``id class``, 1-based), ``classes.txt`` (``class 001.Black_footed_Albatross``),
+  ``images/<path>``. ``test`` = ``is_train == 0`` (5,794 images).
+* **Stanford Cars**: ``cars_test_annos_withlabels.mat`` (or ``devkit/cars_train_annos.mat`` for
+  ``train``) with the struct ``annotations`` (``bbox_x1, bbox_y1, bbox_x2, bbox_y2, class, fname``),
+  ``devkit/cars_meta.mat`` (``class_names``), images ``cars_test/`` / ``cars_train/``.
+* **Stanford Dogs**: ``lists/test_list.mat`` (``file_list``, ``annotation_list``, ``labels`` 1-based),
+  ``Annotation/<annotation>`` (PASCAL-VOC XML without extension), ``Images/<file>``.
+* **ImageNet val** (the Kaggle LOC layout): ``LOC_synset_mapping.txt`` (``wnid name, synonym, …``
+  in class order), ``ILSVRC/Annotations/CLS-LOC/val/<id>.xml`` (VOC XML, one ``<object>`` per box),
+  ``ILSVRC/Data/CLS-LOC/val/<id>.JPEG``; ``annotations_dir``/``images_dir`` override (e.g. the
+  ``val/`` folder of ``ILSVRC2012_bbox_val_v3.tgz``).
+"""
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from wwbl.errors import AnnotationError
+from wwbl.evaluation.datasets.common import (
+    DatasetIndex,
+    WSOLSample,
+    box_tensor,
+    collect,
+    first_existing,
+    require_dir,
+    require_file,
+)
+
+
+# ----------------------------------------------------------------------------- CUB
+
+
+def _read_table(path: Path, what: str, columns: int) -> dict[str, list[str]]:
+    """``id → remaining fields`` of a whitespace table; a short line is an AnnotationError."""
+    require_file(path, what, "Get CUB_200_2011.tgz from the Caltech-UCSD Birds site")
+    table = {}
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        fields = line.split()
+        if not fields:
+            continue
+        if len(fields) < columns:
+            raise AnnotationError(f"'{path}' line {number}: expected {columns} fields, got {line!r}")
+        table[fields[0]] = fields[1:]
+    return table
+
+
+def cub_class_name(folder: str) -> str:
+    """``'001.Black_footed_Albatross'`` → ``'black footed albatross'``."""
+    return folder.split(".", 1)[-1].replace("_", " ").lower()
+
+
+def load_cub(root: str | Path, split: str = "test") -> DatasetIndex[WSOLSample]:
+    """CUB-200-2011 boxes (see the module docstring)."""
+    root = first_existing([Path(root) / "CUB_200_2011", Path(root)], "CUB-200-2011 directory")
+    if split not in ("train", "test"):
+        raise ValueError(f"unknown CUB split {split!r}; expected train or test")
+    images = _read_table(root / "images.txt", "CUB images.txt", 2)
+    boxes = _read_table(root / "bounding_boxes.txt", "CUB bounding_boxes.txt", 5)
+    is_train = _read_table(root / "train_test_split.txt", "CUB train_test_split.txt", 2)
+    labels = _read_table(root / "image_class_labels.txt", "CUB image_class_labels.txt", 2)
+    classes = _read_table(root / "classes.txt", "CUB classes.txt", 2)
+    class_ids = sorted(classes, key=int)
+    class_names = [(cub_class_name(classes[c][0]),) for c in class_ids]
+    index_of = {c: i for i, c in enumerate(class_ids)}
+    wanted = "1" if split == "train" else "0"
+    skipped: list[str] = []
+
+    def build(image_id: str, path: list[str]) -> list[WSOLSample]:
+        where = f"CUB image {image_id}"
+        if image_id not in boxes or image_id not in labels or labels[image_id][0] not in index_of:
+            raise AnnotationError(f"{where}: missing box or class label")
+        try:
+            x, y, w, h = (float(v) for v in boxes[image_id][:4])
+        except ValueError as err:
+            raise AnnotationError(f"{where}: invalid box {boxes[image_id]}") from err
+        label = index_of[labels[image_id][0]]
+        return [WSOLSample(image_id=image_id, image_path=root / "images" / path[0], size_hw=None, label=label,
+                           class_names=class_names[label], gt_boxes=box_tensor([x, y, x + w, y + h], where))]
+
+    items = ((i, p) for i, p in images.items() if is_train.get(i, ["?"])[0] == wanted)
+    samples = collect(items, build, skipped)
+    return DatasetIndex(name="cub", split=split, samples=samples, skipped=skipped, class_names=class_names)
+
+
+# ----------------------------------------------------------------------------- .mat helpers
+
+
+def _loadmat(path: Path, what: str, hint: str) -> dict[str, Any]:
+    from scipy.io import loadmat
+
+    require_file(path, what, hint)
+    try:
+        return loadmat(str(path), squeeze_me=True)
+    except Exception as err:  # scipy raises several types for corrupt files
+        raise AnnotationError(f"{what} '{path}' cannot be read as a MATLAB file: {err}") from err
+
+
+def _mat_strings(value: Any) -> list[str]:
+    return [str(v) for v in np.atleast_1d(value)]
+
+
+# ----------------------------------------------------------------------------- Stanford Cars
+
+CARS_HINT = "Get the Stanford Cars images, devkit and cars_test_annos_withlabels.mat"
+
+
+def load_stanford_cars(root: str | Path, split: str = "test") -> DatasetIndex[WSOLSample]:
+    """Stanford Cars boxes from the devkit ``.mat`` files (see the module docstring)."""
+    root = Path(root)
+    if split not in ("train", "test"):
+        raise ValueError(f"unknown Stanford Cars split {split!r}; expected train or test")
+    meta = _loadmat(first_existing([root / "devkit" / "cars_meta.mat", root / "cars_meta.mat"], "cars_meta.mat",
+                                   CARS_HINT, is_dir=False), "Stanford Cars meta", CARS_HINT)
+    class_names = [(name,) for name in _mat_strings(meta.get("class_names"))]
+    ann_path = (first_existing([root / "cars_test_annos_withlabels.mat", root / "devkit" / "cars_test_annos_withlabels.mat"],
+                               "Stanford Cars test annotations with labels", CARS_HINT, is_dir=False)
+                if split == "test" else root / "devkit" / "cars_train_annos.mat")
+    table = _loadmat(ann_path, f"Stanford Cars {split} annotations", CARS_HINT).get("annotations")
+    fields = ("bbox_x1", "bbox_y1", "bbox_x2", "bbox_y2", "class", "fname")
+    if table is None or table.dtype.names is None or not set(fields) <= set(table.dtype.names):
+        raise AnnotationError(f"'{ann_path}': expected a struct 'annotations' with fields {fields}")
+    image_dir = require_dir(root / f"cars_{split}", f"Stanford Cars {split} images", CARS_HINT)
+    skipped: list[str] = []
+
+    def build(index: str, record: Any) -> list[WSOLSample]:
+        where = f"'{ann_path}' annotations({int(index) + 1})"
+        label = int(record["class"]) - 1
+        if not 0 <= label < len(class_names):
+            raise AnnotationError(f"{where}: class {label + 1} outside 1..{len(class_names)}")
+        box = box_tensor([float(record[k]) for k in fields[:4]], where)
+        fname = str(record["fname"])
+        return [WSOLSample(image_id=Path(fname).stem, image_path=image_dir / fname, size_hw=None, label=label,
+                           class_names=class_names[label], gt_boxes=box)]
+
+    samples = collect(((str(i), r) for i, r in enumerate(np.atleast_1d(table))), build, skipped)
+    return DatasetIndex(name="cars", split=split, samples=samples, skipped=skipped, class_names=class_names)
+
+
+# ----------------------------------------------------------------------------- VOC XML (Dogs, ImageNet)
+
+
+def parse_voc_boxes(path: Path) -> tuple[list[str], list[list[float]]]:
+    """Object names and ``[xmin, ymin, xmax, ymax]`` boxes of a PASCAL-VOC style XML file."""
+    require_file(path, "box annotation")
+    try:
+        root = ET.parse(path).getroot()
+    except ET.ParseError as err:
+        raise AnnotationError(f"'{path}' is not valid XML: {err}") from err
+    names, boxes = [], []
+    for index, obj in enumerate(root.iter("object")):
+        try:
+            boxes.append([float(obj.findtext(f"bndbox/{k}")) for k in ("xmin", "ymin", "xmax", "ymax")])
+        except (TypeError, ValueError) as err:
+            raise AnnotationError(f"'{path}': <object> #{index} has an invalid <bndbox>") from err
+        names.append((obj.findtext("name") or "").strip())
+    if not boxes:
+        raise AnnotationError(f"'{path}': no <object> with a <bndbox>")
+    return names, boxes
+
+
+DOGS_HINT = "Get images.tar, annotation.tar and lists.tar from the Stanford Dogs site"
+
+
+def dog_class_name(folder: str) -> str:
+    """``'n02085620-Chihuahua'`` → ``'chihuahua'``."""
+    return folder.split("-", 1)[-1].replace("_", " ").lower()
+
+
+def load_stanford_dogs(root: str | Path, split: str = "test") -> DatasetIndex[WSOLSample]:
+    """Stanford Dogs boxes (see the module docstring)."""
+    root = Path(root)
+    if split not in ("train", "test"):
+        raise ValueError(f"unknown Stanford Dogs split {split!r}; expected train or test")
+    lists = _loadmat(first_existing([root / "lists" / f"{split}_list.mat", root / f"{split}_list.mat"],
+                                    f"Stanford Dogs {split}_list.mat", DOGS_HINT, is_dir=False),
+                     f"Stanford Dogs {split} list", DOGS_HINT)
+    files, annotations = _mat_strings(lists.get("file_list")), _mat_strings(lists.get("annotation_list"))
+    labels = [int(v) for v in np.atleast_1d(lists.get("labels"))]
+    if not (len(files) == len(annotations) == len(labels)) or not files:
+        raise AnnotationError(f"Stanford Dogs {split}_list.mat: file_list, annotation_list and labels differ in length")
+    folders = {}
+    for fname, label in zip(files, labels):
+        folders.setdefault(label, fname.split("/")[0])
+    class_names = [(dog_class_name(folders[k]),) for k in sorted(folders)]
+    index_of = {k: i for i, k in enumerate(sorted(folders))}
+    ann_dir = require_dir(root / "Annotation", "Stanford Dogs Annotation directory", DOGS_HINT)
+    image_dir = require_dir(root / "Images", "Stanford Dogs Images directory", DOGS_HINT)
+    skipped: list[str] = []
+
+    def build(fname: str, item: tuple[str, int]) -> list[WSOLSample]:
+        annotation, label = item
+        _, boxes = parse_voc_boxes(ann_dir / annotation)
+        return [WSOLSample(image_id=Path(fname).stem, image_path=image_dir / fname, size_hw=None,
+                           label=index_of[label], class_names=class_names[index_of[label]],
+                           gt_boxes=box_tensor(boxes, f"'{ann_dir / annotation}'"))]
+
+    samples = collect(zip(files, zip(annotations, labels)), build, skipped)
+    return DatasetIndex(name="dogs", split=split, samples=samples, skipped=skipped, class_names=class_names)
+
+
+# ----------------------------------------------------------------------------- ImageNet
+
+
+IMAGENET_HINT = "Get the ILSVRC2012 validation images, the val box XMLs and LOC_synset_mapping.txt"
+
+
+def read_synset_mapping(path: Path) -> tuple[list[str], list[tuple[str, ...]]]:
+    """``(wnids, names)`` from lines ``n01440764 tench, Tinca tinca`` (class order = line order)."""
+    require_file(path, "ImageNet synset mapping", IMAGENET_HINT)
+    wnids, names = [], []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        parts = line.strip().split(" ", 1)
+        if len(parts) != 2 or not parts[0].startswith("n"):
+            raise AnnotationError(f"'{path}' line {number}: expected 'wnid name, synonym, …', got {line!r}")
+        wnids.append(parts[0])
+        names.append(tuple(n.strip() for n in parts[1].split(",") if n.strip()))
+    return wnids, names
+
+
+def load_imagenet_val(root: str | Path, split: str = "val", annotations_dir: str | Path | None = None,
+                      images_dir: str | Path | None = None) -> DatasetIndex[WSOLSample]:
+    """ImageNet-1k validation boxes (see the module docstring); ``split`` must be ``val``."""
+    if split not in ("val", "test"):
+        raise ValueError("ImageNet localisation is evaluated on the validation set: use split 'val'")
+    root = Path(root)
+    wnids, class_names = read_synset_mapping(root / "LOC_synset_mapping.txt")
+    index_of = {w: i for i, w in enumerate(wnids)}
+    ann_dir = Path(annotations_dir) if annotations_dir else first_existing(
+        [root / "ILSVRC" / "Annotations" / "CLS-LOC" / "val", root / "val"], "ImageNet val box XMLs", IMAGENET_HINT)
+    image_dir = Path(images_dir) if images_dir else first_existing(
+        [root / "ILSVRC" / "Data" / "CLS-LOC" / "val", root / "images" / "val"], "ImageNet val images", IMAGENET_HINT)
+    skipped: list[str] = []
+
+    def build(image_id: str, xml: Path) -> list[WSOLSample]:
+        names, boxes = parse_voc_boxes(xml)
+        if names[0] not in index_of:
+            raise AnnotationError(f"'{xml}': synset {names[0]!r} is not in LOC_synset_mapping.txt")
+        label = index_of[names[0]]
+        return [WSOLSample(image_id=image_id, image_path=image_dir / f"{image_id}.JPEG", size_hw=None, label=label,
+                           class_names=class_names[label], gt_boxes=box_tensor(boxes, f"'{xml}'"))]
+
+    xmls = sorted(require_dir(ann_dir, "ImageNet val box XMLs", IMAGENET_HINT).glob("*.xml"))
+    samples = collect(((x.stem, x) for x in xmls), build, skipped)
+    return DatasetIndex(name="imagenet", split="val", samples=samples, skipped=skipped, class_names=class_names)

@@ -1,0 +1,338 @@
+"""The evaluation command: one entry for WSG, WWbL, WSOL and mask benchmarks.
+
+``run_evaluation(settings)`` loads the benchmark (``wwbl.evaluation.datasets``), builds the heatmap
+source (an exported network g via ``NetworkGExtractor.from_export`` or any registered extractor by
+name), processes images in batches with a progress bar, and appends one JSON record per image to
+``<out>/records.jsonl``. A rerun with the same settings skips the images already recorded (the
+settings that change results are stored in ``<out>/run.json`` and must match). Images that cannot
+be loaded or processed are skipped and listed in ``<out>/skipped.json``; annotation items the
+loader rejected are listed there too. The metrics are computed from all records and written to
+``<out>/results.json`` plus the papers' tables (``wwbl.evaluation.tables``).
+
+Box sources (``boxes``): ``"wsg"`` — ``wsg_boxes`` with ``box_mode`` ``"paper"`` or
+``"reference"``; ``"wsol"`` — ``wsol_box`` (largest contour above ``wsol_threshold``);
+``"method"`` — the extractor's own ``detect`` (Adapting-CLIP's box search, Crop & Rank,
+VL-Score's components); ``"auto"`` — ``"method"`` when the extractor has ``detect``, else
+``"wsol"`` for WSOL and ``"wsg"`` otherwise.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+from PIL import Image
+
+from wwbl.errors import ImageLoadError
+from wwbl.evaluation.datasets import TASK_OF, ZSG_SPLITS, DatasetIndex, acc_threshold, load_dataset
+from wwbl.evaluation.tasks import GroundingTask, MaskTask, Unit, WSOLTask, WWbLTask, group_by_image, prediction_entries
+from wwbl.images import load_image, resize_square, to_tensor01
+
+log = logging.getLogger(__name__)
+TASKS = ("wsg", "wwbl", "wsol", "masks")
+_DATASET_TASK = {"wsg": "grounding", "wwbl": "grounding", "wsol": "wsol", "masks": "masks"}
+# Settings that do not change any result (left out of the resume check).
+_VOLATILE = ("out", "limit", "batch_size", "device", "label", "progress")
+
+
+@dataclass
+class EvalSettings:
+    """Everything one evaluation run needs (the CLI maps its flags onto these fields)."""
+
+    task: str
+    dataset: str
+    root: str
+    out: str
+    split: str = "test"
+    method: str | None = None
+    checkpoint: str | None = None
+    clip_model: str = "ViT-B-32"
+    clip_pretrained: str | None = "openai"
+    clip_checkpoint: str | None = None
+    device: str = "cpu"
+    text_prefix: str | None = None  # the extractor's prefix; None = its default (an export's own for g)
+    extractor_options: dict[str, Any] = field(default_factory=dict)
+    loader_options: dict[str, Any] = field(default_factory=dict)
+    limit: int | None = None
+    batch_size: int = 8
+    boxes: str = "auto"
+    box_mode: str = "paper"
+    wsol_threshold: float = 0.1
+    gt_mode: str = "union"
+    iou_threshold: float = 0.5
+    acc_threshold: float | None = None  # Acc@thr; None = ZSGNet's (0.5 Flickr, 0.3 VG)
+    strict: bool = False  # WSOL: IoU > thr instead of >=
+    predictions: str | None = None  # WWbL: JSON-lines predictions instead of running the pipeline
+    captioner: str | None = None  # WWbL: BLIP source for the pipeline
+    match_prefix: str | None = None  # WWbL: GT text prefix; None = the reference's per dataset
+    drop_empty: bool = False  # WWbL: exclude images without predictions (the reference)
+    prompt: str = "an image of a {}."  # WSOL / masks: class / label prompt
+    all_names: bool = True  # WSOL: average heatmaps over a class's synonyms
+    classify: bool = True  # WSOL: zero-shot top-1/top-5 (needs the extractor's CLIP)
+    class_prompt: str = "an image of a {}."  # WSOL: classification template (synonyms averaged)
+    closing: int = 1  # masks: dilation-then-erosion kernel (the poster: 41–61)
+    label: str | None = None  # row name in the tables
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.task not in TASKS:
+            raise ValueError(f"unknown task {self.task!r}; expected one of {', '.join(TASKS)}")
+        if self.dataset in TASK_OF and TASK_OF[self.dataset] != _DATASET_TASK[self.task]:
+            raise ValueError(f"dataset {self.dataset!r} is a {TASK_OF[self.dataset]} benchmark, not for '{self.task}'")
+        needs_source = not (self.task == "wwbl" and self.predictions)
+        if needs_source and (self.method is None) == (self.checkpoint is None):
+            raise ValueError("give exactly one of --checkpoint (an exported g) or --method (an extractor name)")
+        if self.boxes not in ("auto", "wsg", "wsol", "method"):
+            raise ValueError(f"unknown box source {self.boxes!r}; expected auto, wsg, wsol or method")
+        if self.batch_size < 1:
+            raise ValueError("batch_size must be at least 1")
+
+    @property
+    def row_label(self) -> str:
+        if self.label:
+            return self.label
+        if self.checkpoint:
+            return f"g ({Path(self.checkpoint).name})"
+        return self.method or f"predictions ({Path(self.predictions or '').name})"
+
+    def identity(self) -> dict[str, Any]:
+        """The settings a cached record depends on."""
+        return {k: v for k, v in asdict(self).items() if k not in _VOLATILE}
+
+
+# ----------------------------------------------------------------------------- sources
+
+
+def build_clip(settings: EvalSettings) -> Any:
+    from wwbl.clip import FrozenCLIP
+
+    return FrozenCLIP(settings.clip_model, pretrained=settings.clip_pretrained,
+                      checkpoint=settings.clip_checkpoint).to(settings.device)
+
+
+def build_heatmap_source(settings: EvalSettings, clip: Any = None) -> Any:
+    """The exported g or the named extractor, with the run's text prefix and batch size."""
+    options = dict(settings.extractor_options)
+    if settings.text_prefix is not None:
+        options["text_prefix"] = settings.text_prefix
+    elif settings.task == "wwbl":
+        options["text_prefix"] = ""  # the reference queries g with the raw captions in WWbL
+    options.setdefault("images_per_batch", settings.batch_size)
+    if settings.checkpoint:
+        from wwbl.extractors.network_g import NetworkGExtractor
+
+        return NetworkGExtractor.from_export(settings.checkpoint, clip=clip, **options)
+    from wwbl.extractors.base import build_extractor
+
+    return build_extractor(settings.method, clip if clip is not None else build_clip(settings), **options)
+
+
+def box_function(settings: EvalSettings, extractor: Any) -> Callable | None:
+    """Heatmap → Detections for the run's box source; ``None`` means the method's ``detect``."""
+    from wwbl.inference.heatmap_boxes import wsg_boxes, wsol_box
+
+    source = settings.boxes
+    if source == "auto":
+        source = "method" if hasattr(extractor, "detect") else ("wsol" if settings.task == "wsol" else "wsg")
+    if source == "method":
+        if not hasattr(extractor, "detect"):
+            raise ValueError(f"extractor {settings.method!r} has no box method of its own; use --boxes wsg or wsol")
+        return None
+    if source == "wsol":
+        return lambda heatmap: wsol_box(heatmap, threshold=settings.wsol_threshold)
+    return lambda heatmap: wsg_boxes(heatmap, mode=settings.box_mode)
+
+
+def zero_shot_classifier(clip: Any, class_names: Sequence[tuple[str, ...]], prompt: str) -> Callable:
+    """Images → ``(N, C)`` cosine scores against each class's prompt embeddings (averaged over
+    synonyms, re-normalised; VL-Score). Images are resized whole to CLIP's square input (no crop)."""
+    texts = [[prompt.format(n) for n in names] for names in class_names]
+    flat = [t for group in texts for t in group]
+    emb = clip.encode_text(flat).float()
+    groups = emb.split([len(g) for g in texts])
+    classes = torch.nn.functional.normalize(torch.stack([g.mean(dim=0) for g in groups]), dim=-1)
+
+    @torch.no_grad()
+    def classify(images: Sequence[Image.Image]) -> torch.Tensor:
+        square = resize_square([to_tensor01(img) for img in images], clip.image_size)
+        return (clip.encode_image(square.to(clip.device)).float() @ classes.T.to(clip.device)).cpu()
+
+    return classify
+
+
+def read_predictions(path: str) -> dict[str, list[dict]]:
+    """A WWbL predictions file: JSON lines ``{"image_id" | "key": …, "predictions": [{"caption",
+    "point": [row, col], "boxes": [[x1, y1, x2, y2], …], "scores": […]}]}`` (``records.jsonl`` of a
+    WWbL run has this form). An entry may give ``"heatmap_npy"`` (an ``H×W`` .npy map) instead of
+    ``"point"``."""
+    import numpy as np
+
+    from wwbl.errors import AnnotationError, MissingResourceError
+    from wwbl.evaluation.metrics import argmax_points
+
+    file = Path(path)
+    if not file.is_file():
+        raise MissingResourceError(f"WWbL predictions file not found: '{file}'")
+    table: dict[str, list[dict]] = {}
+    for number, line in enumerate(file.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            key = str(row.get("image_id", row.get("key")))
+            entries = []
+            for pred in row["predictions"]:
+                point = pred.get("point")
+                if point is None:
+                    point = argmax_points([torch.from_numpy(np.load(pred["heatmap_npy"])).float()])[0].tolist()
+                entries.append({"caption": str(pred["caption"]), "point": [int(point[0]), int(point[1])],
+                                "boxes": pred.get("boxes", []), "scores": pred.get("scores", [])})
+        except (ValueError, KeyError, TypeError, OSError) as err:
+            raise AnnotationError(f"'{file}' line {number}: not a valid prediction record ({err})") from err
+        table[key] = entries
+    return table
+
+
+def _match_prefix(settings: EvalSettings) -> str:
+    if settings.match_prefix is not None:
+        return settings.match_prefix
+    return "" if settings.dataset == "referit" else "image of "
+
+
+def build_task(settings: EvalSettings, index: DatasetIndex, extractor: Any, clip: Any) -> Any:
+    """The task object for the run (see ``wwbl.evaluation.tasks``)."""
+    if settings.task == "wsg":
+        acc = settings.acc_threshold or (acc_threshold(settings.dataset) if settings.dataset in ZSG_SPLITS else 0.5)
+        return GroundingTask(extractor, box_function(settings, extractor), settings.gt_mode, settings.iou_threshold, acc)
+    if settings.task == "wwbl":
+        return WWbLTask(_wwbl_predictor(settings, extractor), clip.encode_text, _match_prefix(settings),
+                        settings.gt_mode, settings.iou_threshold, settings.drop_empty)
+    if settings.task == "wsol":
+        def prompts(names: tuple[str, ...]) -> list[str]:
+            return [settings.prompt.format(n) for n in (names if settings.all_names else names[:1])]
+
+        classify = None
+        if settings.classify and index.class_names and getattr(extractor, "clip", None) is not None:
+            classify = zero_shot_classifier(extractor.clip, index.class_names, settings.class_prompt)
+        return WSOLTask(extractor, box_function(settings, extractor), prompts, classify, settings.iou_threshold,
+                        settings.strict)
+    return MaskTask(extractor, settings.prompt.format, settings.closing)
+
+
+def _wwbl_predictor(settings: EvalSettings, extractor: Any) -> Callable:
+    if settings.predictions:
+        table = read_predictions(settings.predictions)
+        return lambda units, images: [table.get(u.key, []) for u in units]
+    from wwbl.inference.api import WWbLModel
+    from wwbl.inference.captioner import DEFAULT_CAPTIONER
+    from wwbl.inference.pipeline import BoxRule
+
+    model = WWbLModel(extractor, captioner=settings.captioner or DEFAULT_CAPTIONER, boxes=BoxRule(mode=settings.box_mode))
+    return lambda units, images: [prediction_entries(r) for r in model.detect_batch(list(images))]
+
+
+# ----------------------------------------------------------------------------- cache
+
+
+class RecordCache:
+    """``records.jsonl`` (one JSON record per processed image) plus ``run.json`` (the settings)."""
+
+    def __init__(self, out: Path, identity: dict[str, Any]) -> None:
+        self.out = out
+        out.mkdir(parents=True, exist_ok=True)
+        run_file = out / "run.json"
+        if run_file.is_file():
+            stored = json.loads(run_file.read_text(encoding="utf-8"))
+            if stored != identity:
+                changed = sorted(k for k in set(stored) | set(identity) if stored.get(k) != identity.get(k))
+                raise ValueError(f"'{out}' holds results of a run with different settings ({', '.join(changed)}); "
+                                 "use a fresh --out directory")
+        else:
+            run_file.write_text(json.dumps(identity, indent=2), encoding="utf-8")
+        self.path = out / "records.jsonl"
+        self.records: dict[str, dict] = {}
+        if self.path.is_file():
+            for line in self.path.read_text(encoding="utf-8").splitlines():
+                if line.strip():
+                    try:
+                        record = json.loads(line)
+                    except json.JSONDecodeError:
+                        continue  # a line cut short by an interrupted run: that image is redone
+                    self.records[record["key"]] = record
+
+    def add(self, records: Sequence[dict]) -> None:
+        with self.path.open("a", encoding="utf-8") as f:
+            for record in records:
+                f.write(json.dumps(record) + "\n")
+                self.records[record["key"]] = record
+
+
+# ----------------------------------------------------------------------------- runner
+
+
+def _load_images(units: Sequence[Unit], skipped: list[str]) -> tuple[list[Unit], list[Image.Image]]:
+    kept, images = [], []
+    for unit in units:
+        try:
+            images.append(load_image(unit.image_path))
+            kept.append(unit)
+        except ImageLoadError as err:
+            skipped.append(f"{unit.key}: {err}")
+    return kept, images
+
+
+def _process(task: Any, units: list[Unit], images: list[Image.Image], skipped: list[str]) -> list[dict]:
+    """Records for a batch; when the batch fails, each image alone, reporting the ones that fail."""
+    try:
+        return task.process(units, images)
+    except (ValueError, TypeError, RuntimeError, OSError, KeyError) as err:
+        if len(units) == 1:
+            skipped.append(f"{units[0].key}: {type(err).__name__}: {err}")
+            return []
+    records = []
+    for unit, image in zip(units, images):
+        records.extend(_process(task, [unit], [image], skipped))
+    return records
+
+
+def run_evaluation(settings: EvalSettings, extractor: Any = None, clip: Any = None) -> dict[str, Any]:
+    """Run (or resume) one evaluation; returns the results dict also written to ``results.json``."""
+    from tqdm import tqdm
+
+    from wwbl.evaluation.tables import write_tables
+
+    out = Path(settings.out)
+    index = load_dataset(settings.dataset, settings.root, settings.split, **settings.loader_options)
+    cache = RecordCache(out, settings.identity())
+    units = group_by_image(index.samples)[: settings.limit] if settings.limit else group_by_image(index.samples)
+    needs_source = not (settings.task == "wwbl" and settings.predictions)
+    if extractor is None and needs_source:
+        extractor = build_heatmap_source(settings, clip)
+    if clip is None:
+        clip = getattr(extractor, "clip", None) if extractor is not None else None
+    if clip is None and settings.task == "wwbl":
+        clip = build_clip(settings)
+    task = build_task(settings, index, extractor, clip)
+    skipped = list(index.skipped)
+    pending = [u for u in units if u.key not in cache.records]
+    with tqdm(total=len(units), initial=len(units) - len(pending), desc=f"{settings.task}:{settings.dataset}",
+              disable=not settings.progress, unit="img") as bar:
+        for start in range(0, len(pending), settings.batch_size):
+            batch, images = _load_images(pending[start: start + settings.batch_size], skipped)
+            if batch:
+                cache.add(_process(task, batch, images, skipped))
+            bar.update(min(settings.batch_size, len(pending) - start))
+    metrics = task.score(units, cache.records)
+    results = {"task": settings.task, "dataset": settings.dataset, "split": settings.split,
+               "method": settings.row_label, "metrics": metrics,
+               "images": sum(u.key in cache.records for u in units), "images_total": len(units),
+               "skipped": len(skipped), "settings": settings.identity()}
+    (out / "results.json").write_text(json.dumps(results, indent=2), encoding="utf-8")
+    (out / "skipped.json").write_text(json.dumps(skipped, indent=2), encoding="utf-8")
+    for line in skipped[:20]:
+        log.warning("skipped %s", line)
+    write_tables([results], out)
+    return results
