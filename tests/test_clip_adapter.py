@@ -180,3 +180,13 @@ def test_resnet_clip_encodes_but_has_no_relevancy(tiny_rn_clip):
     assert not tiny_rn_clip.is_vit
     with pytest.raises(UnsupportedCLIPError):
         tiny_rn_clip.relevancy(torch.rand(1, 3, 128, 128), tiny_rn_clip.encode_text(["a"]))
+
+
+def test_minmax_normalize_hand_cases():
+    from wwbl.clip import minmax_normalize
+
+    maps = torch.tensor([[[1.0, 3.0], [2.0, 5.0]], [[0.7, 0.7], [0.7, 0.7]], [[0.0, 0.0], [0.0, 0.0]]])
+    out = minmax_normalize(maps)
+    assert out[0].tolist() == [[0.0, 0.5], [0.25, 1.0]]
+    assert out[1].tolist() == [[1.0, 1.0], [1.0, 1.0]]  # constant positive: everywhere
+    assert out[2].tolist() == [[0.0, 0.0], [0.0, 0.0]]  # constant zero: nowhere

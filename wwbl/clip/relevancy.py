@@ -68,8 +68,13 @@ def _to_image_map(patch_rel: Tensor, size_hw: tuple[int, int], grid_hw: tuple[in
 
 
 def minmax_normalize(maps: Tensor, eps: float = 1e-8) -> Tensor:
-    """Per-map min-max to [0, 1] over the last two dimensions (a constant map becomes 0)."""
+    """Per-map min-max to [0, 1] over the last two dimensions.
+
+    A constant map carries no ranking: it becomes 1 where its value is positive (e.g. a box covering
+    the whole image) and 0 otherwise (e.g. "object absent").
+    """
     flat = maps.flatten(-2)
     low = flat.min(dim=-1, keepdim=True).values
-    high = flat.max(dim=-1, keepdim=True).values
-    return ((flat - low) / (high - low).clamp_min(eps)).reshape(maps.shape)
+    span = flat.max(dim=-1, keepdim=True).values - low
+    scaled = (flat - low) / span.clamp_min(eps)
+    return torch.where(span > eps, scaled, (flat > 0).to(flat.dtype)).reshape(maps.shape)

@@ -77,20 +77,26 @@ class ViTInternals:
         patch_pos = patch_pos.to(pos.dtype).permute(0, 2, 3, 1).reshape(grid_hw[0] * grid_hw[1], -1)
         return torch.cat([pos[:1], patch_pos], dim=0)
 
-    def tokens_in(self, x: Tensor, stride: int | None = None, pos_mode: str = "bilinear",
+    def tokens_in(self, x: Tensor, stride: int | None = None, padding: int = 0, pos_mode: str = "bilinear",
                   pos_antialias: bool = False) -> Tensor:
         """Prepared images B×3×H×W -> tokens B×(1+h·w)×width after ln_pre.
 
-        `stride` < patch size gives overlapping patches (Adapting CLIP's reduced stride); the
-        positional embeddings are then resized to the denser grid.
+        `stride` < patch size (with zero `padding`) gives overlapping patches (Adapting CLIP's reduced
+        stride); the positional embeddings are then resized to the denser grid, read back with
+        `grid_of`.
         """
         conv = self.visual.conv1
-        patches = F.conv2d(x.to(self.dtype), conv.weight, stride=stride or self.patch_size)
+        patches = F.conv2d(x.to(self.dtype), conv.weight, stride=stride or self.patch_size, padding=padding)
         grid_hw = (patches.shape[-2], patches.shape[-1])
         patches = patches.flatten(2).transpose(1, 2)
         cls = self.visual.class_embedding.to(patches.dtype).expand(patches.shape[0], 1, -1)
         tokens = torch.cat([cls, patches], dim=1) + self.pos_embed(grid_hw, pos_mode, pos_antialias).to(patches.dtype)
         return self.visual.ln_pre(tokens)
+
+    def grid_of(self, x: Tensor, stride: int | None = None, padding: int = 0) -> tuple[int, int]:
+        """The patch grid (h, w) that `tokens_in(x, stride, padding)` produces."""
+        stride = stride or self.patch_size
+        return tuple((side + 2 * padding - self.patch_size) // stride + 1 for side in x.shape[-2:])
 
     # -- blocks ---------------------------------------------------------------------------------
     def qkv(self, i: int, x_normed: Tensor) -> tuple[Tensor, Tensor, Tensor]:

@@ -73,20 +73,21 @@ class HeatmapExtractor(nn.Module, ABC):
         return out
 
     def _chunk_heatmaps(self, images: list[Tensor], phrases: list[list[str]], native_resolution: bool) -> list[Tensor]:
-        counts = [len(p) for p in phrases]
-        flat = [p for per_image in phrases for p in per_image]
-        if not flat:
-            return [torch.zeros(0, *img.shape[-2:]) for img in images]
-        square = resize_square(images, self.input_size).to(self.device)
-        image_index = torch.repeat_interleave(torch.arange(len(images)), torch.tensor(counts)).to(self.device)
+        busy = [i for i, p in enumerate(phrases) if p]  # images without phrases cost nothing
+        out = [torch.zeros(0, *img.shape[-2:]) for img in images]
+        if not busy:
+            return out
+        counts = [len(phrases[i]) for i in busy]
+        flat = [p for i in busy for p in phrases[i]]
+        square = resize_square([images[i] for i in busy], self.input_size).to(self.device)
+        image_index = torch.repeat_interleave(torch.arange(len(busy)), torch.tensor(counts)).to(self.device)
         text_emb = self.encode_phrases(flat)
         maps = self._heatmaps_square(self.prepare_images(square), text_emb, image_index, flat)
         # Every source is min-max normalised, as the reference's box extraction does, so one box rule fits all.
         maps = minmax_normalize(maps.detach().float()).cpu()
-        per_image = maps.split(counts)
-        if native_resolution:
-            return list(per_image)
-        return [resize_heatmap(m, img.shape[-2:]).clamp(0, 1) for m, img in zip(per_image, images)]
+        for i, per_image in zip(busy, maps.split(counts)):
+            out[i] = per_image if native_resolution else resize_heatmap(per_image, images[i].shape[-2:]).clamp(0, 1)
+        return out
 
     def encode_phrases(self, phrases: list[str]) -> Tensor:
         """CLIP text embeddings (P×D, L2-normalised) of the prefixed phrases."""
