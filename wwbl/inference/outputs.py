@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFont
 
 from wwbl.boxes import to_coco_xywh
 from wwbl.inference.results import DetectionResult, GroundingResult, IterativeResult
@@ -32,25 +32,34 @@ def result_record(result: GroundingResult, image_name: str) -> dict[str, Any]:
     return record
 
 
-def overlay(image: Image.Image, result: GroundingResult, alpha: float = 0.45) -> Image.Image:
-    """The image with the pixel-wise maximum of its heatmaps (jet) blended in and labelled boxes drawn."""
+def overlay(image: Image.Image, result: GroundingResult, alpha: float = 0.45, min_side: int = 512) -> Image.Image:
+    """The image with the pixel-wise maximum of its heatmaps (jet) blended in and labelled boxes drawn.
+
+    Small images are enlarged (nearest neighbour, display only) so that at least `min_side`
+    pixels are available for readable labels; boxes are scaled with them.
+    """
     from matplotlib import colormaps
 
     base = image.convert("RGB")
+    scale = max(1.0, min_side / min(base.size))
+    if scale > 1:
+        base = base.resize((round(base.width * scale), round(base.height * scale)), Image.NEAREST)
     if len(result.heatmaps):
         heat = result.heatmaps.max(dim=0).values.clamp(0, 1).numpy()
         colours = Image.fromarray((colormaps["jet"](heat)[..., :3] * 255).astype(np.uint8)).resize(base.size)
         base = Image.blend(base, colours, alpha)
     draw = ImageDraw.Draw(base)
+    font = ImageFont.load_default(size=max(10, round(min(base.size) / 40)))
     phrases = result.detections.phrases or [""] * len(result.detections)
     order = {phrase: i for i, phrase in enumerate(result.phrases)}
     for box, score, phrase in zip(result.detections.boxes.tolist(), result.detections.scores.tolist(), phrases):
+        box = [v * scale for v in box]
         colour = _PALETTE[order.get(phrase, 0) % len(_PALETTE)]
         draw.rectangle(box, outline=colour, width=max(1, round(min(base.size) / 150)))
         label = f"{phrase} {score:.2f}".strip()
-        x, y = box[0], max(box[1] - 12, 0)
-        draw.rectangle(draw.textbbox((x, y), label), fill=colour)
-        draw.text((x, y), label, fill=(0, 0, 0))
+        x, y = box[0], max(box[1] - font.size - 4, 0)
+        draw.rectangle(draw.textbbox((x, y), label, font=font), fill=colour)
+        draw.text((x, y), label, fill=(0, 0, 0), font=font)
     return base
 
 
