@@ -58,7 +58,8 @@ def check_outputs(out, expected_stems, phrases=None):
         heatmaps = np.load(out / f"{stem}_heatmaps.npy")
         assert heatmaps.shape == (len(record["phrases"]), h, w)
         with Image.open(out / f"{stem}_overlay.png") as overlay:
-            assert overlay.size == (w, h)
+            # small images are enlarged for display, keeping the aspect ratio (to the pixel)
+            assert min(overlay.size) >= 512 and abs(overlay.size[0] * h - overlay.size[1] * w) <= max(w, h)
         for det in record["detections"]:
             x1, y1, x2, y2 = det["box"]
             assert 0 <= x1 < x2 <= w and 0 <= y1 < y2 <= h
