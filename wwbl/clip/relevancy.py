@@ -23,28 +23,32 @@ def relevancy_maps(
     text_emb: Tensor,
     logit_scale: float = 100.0,
     start_layer: int = -1,
+    image_index: Tensor | None = None,
 ) -> Tensor:
-    """Relevancy of each image's patches for its own text: B×3×S×S (prepared), B×D -> B×S×S in [0, 1].
+    """Relevancy of image `image_index[p]` for text p -> P×S×S in [0, 1] (detached).
 
-    The result is detached; it is min-max normalised per map after a bilinear upsampling
-    (align_corners=False) of the patch grid to the input size, as the reference does.
+    `prepared` holds U images (U×3×S×S, CLIP's input), `text_emb` P texts; without `image_index`
+    the pairs are (image_i, text_i). The blocks before `start_layer` do not depend on the text, so
+    they run once per image without a graph; only the explained blocks run per pair, with one
+    backward pass for all pairs. The patch map is upsampled bilinearly (align_corners=False) to the
+    input size and min-max normalised per map, as the reference does.
     """
-    if prepared.shape[0] != text_emb.shape[0]:
-        raise ValueError(f"relevancy needs one text per image, got {prepared.shape[0]} images and {text_emb.shape[0]} texts")
+    if image_index is None:
+        if prepared.shape[0] != text_emb.shape[0]:
+            raise ValueError(f"relevancy needs one text per image, got {prepared.shape[0]} images and "
+                             f"{text_emb.shape[0]} texts")
+        image_index = torch.arange(prepared.shape[0], device=prepared.device)
     first = start_layer % vit.num_layers
+    with torch.no_grad():
+        prefix = vit.run_blocks(vit.tokens_in(prepared.detach()), 0, first)
     with torch.enable_grad():
-        x = prepared.detach().requires_grad_(True)
-        tokens, probs = _forward_keeping_attention(vit, x, first)
+        tokens = prefix[image_index].requires_grad_(True)  # puts the explained attention in the graph
+        tokens, probs = vit.run_blocks(tokens, first, None, return_attn=True)
         image_emb = F.normalize(vit.head(tokens).float(), dim=-1)
         score = logit_scale * (image_emb * text_emb.to(image_emb)).sum()
         grads = torch.autograd.grad(score, probs)
     patch_rel = _rollout(probs, grads)[:, 0, 1:]
     return _to_image_map(patch_rel, prepared.shape[-2:], _grid_of(prepared, vit))
-
-
-def _forward_keeping_attention(vit: ViTInternals, x: Tensor, first: int) -> tuple[Tensor, list[Tensor]]:
-    tokens = vit.run_blocks(vit.tokens_in(x), 0, first)
-    return vit.run_blocks(tokens, first, None, return_attn=True)
 
 
 def _rollout(probs: list[Tensor], grads: tuple[Tensor, ...]) -> Tensor:

@@ -87,6 +87,15 @@ def detections_for(extractor: Any, images: Sequence[Image.Image], phrases: Seque
 # ----------------------------------------------------------------------------- WSG
 
 
+def _heatmaps_once_per_phrase(extractor: Any, images: Sequence[Image.Image],
+                              phrase_lists: list[list[str]]) -> list[Tensor]:
+    """``extractor.heatmaps`` with each distinct phrase of an image computed once (items of one image
+    often share phrases, e.g. "a man"), expanded back to one map per entry of ``phrase_lists``."""
+    positions = [{p: i for i, p in enumerate(dict.fromkeys(phrases))} for phrases in phrase_lists]
+    maps = extractor.heatmaps(list(images), [list(position) for position in positions])
+    return [m[[position[p] for p in phrases]] for m, position, phrases in zip(maps, positions, phrase_lists)]
+
+
 class GroundingTask:
     """WSG on a grounding benchmark (WWbL Tables 6–7, Adapting-CLIP Table 1)."""
 
@@ -97,7 +106,7 @@ class GroundingTask:
 
     def process(self, units: Sequence[Unit], images: Sequence[Image.Image]) -> list[dict]:
         phrase_lists = [[p for s in u.samples for p in s.phrases] for u in units]
-        maps = self.extractor.heatmaps(list(images), phrase_lists)
+        maps = _heatmaps_once_per_phrase(self.extractor, images, phrase_lists)
         own = None
         if self.box_fn is None:
             own = detections_for(self.extractor, images, [[s.phrases[0] for s in u.samples] for u in units])

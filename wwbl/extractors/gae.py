@@ -1,9 +1,12 @@
 """Chefer et al.'s relevancy ("GAE", generic attention explainability) as an extractor (notes §6).
 
-Reuses `FrozenCLIP.relevancy`: per pair, the positive gradient-weighted attention of the blocks
-from `start_layer` on, rolled out and read at the class token's row. `start_layer=-1` (default)
-uses the last block only, as the notebook's HEAD and the WWbL reference do; `start_layer=0` is the
-original all-layer rollout.
+The same map as `FrozenCLIP.relevancy`: per pair, the positive gradient-weighted attention of the
+blocks from `start_layer` on, rolled out and read at the class token's row. `start_layer=-1`
+(default) uses the last block only, as the notebook's HEAD and the WWbL reference do;
+`start_layer=0` is the original all-layer rollout.
+
+`relevancy_maps` runs the text-independent blocks once per image and only the explained blocks
+per (image, phrase) pair, with one backward pass.
 """
 from __future__ import annotations
 
@@ -28,5 +31,4 @@ class GAEExtractor(HeatmapExtractor):
         self.start_layer = start_layer
 
     def _heatmaps_square(self, images: Tensor, text_emb: Tensor, image_index: Tensor, phrases: list[str]) -> Tensor:
-        # the relevancy gradient is per (image, phrase) pair, so each image is repeated per phrase
-        return relevancy_maps(self.clip.vit, images[image_index], text_emb, self.clip.logit_scale, self.start_layer)
+        return relevancy_maps(self.clip.vit, images, text_emb, self.clip.logit_scale, self.start_layer, image_index)

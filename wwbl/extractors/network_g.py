@@ -8,6 +8,7 @@ and text prefix, so `NetworkGExtractor.from_export(path)` needs nothing else.
 """
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,8 @@ class NetworkGExtractor(HeatmapExtractor):
         clip: the CLIP whose text embeddings g was trained with; None builds it from the export's
             `clip` spec (only with an export path).
         network: an `nn.Module` with `forward(images01, text_emb) -> B×H×W`, or an export directory.
+            A forward that also takes `image_index` (GroundingNet, WSOLUNet) encodes each image once
+            for all its phrases.
         input_size: g's square input side; taken from the export when omitted.
         text_prefix: prepended to phrases; taken from the export when omitted (default "").
     """
@@ -55,6 +58,7 @@ class NetworkGExtractor(HeatmapExtractor):
         _check_text_dim(network, clip)
         self.network = network.to(clip.device).eval()
         self.config = config
+        self._shares_encoder = _accepts_image_index(network)
 
     @classmethod
     def from_export(cls, path_dir: str | Path, clip: FrozenCLIP | None = None, **options: Any) -> NetworkGExtractor:
@@ -66,7 +70,17 @@ class NetworkGExtractor(HeatmapExtractor):
 
     @torch.no_grad()
     def _heatmaps_square(self, images: Tensor, text_emb: Tensor, image_index: Tensor, phrases: list[str]) -> Tensor:
+        if self._shares_encoder:  # g's image encoder runs once per image, not once per phrase
+            return self.network(images, text_emb, image_index)
         return self.network(images[image_index], text_emb)
+
+
+def _accepts_image_index(network: nn.Module) -> bool:
+    """Whether `network.forward` takes `image_index` (GroundingNet, WSOLUNet) to share its image encoding."""
+    try:
+        return "image_index" in inspect.signature(network.forward).parameters
+    except (TypeError, ValueError):  # a forward without an inspectable signature
+        return False
 
 
 def _check_text_dim(network: nn.Module, clip: FrozenCLIP) -> None:

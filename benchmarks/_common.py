@@ -1,0 +1,199 @@
+"""Shared helpers of the benchmark scripts: timing, realistic synthetic inputs, random real-size models.
+
+Pretrained weights are not needed: a randomly initialised network of the real architecture does the
+same arithmetic as the trained one, so it times the same (decoding length aside, see
+`random_blip_captioner`). Every helper follows `--device`; CUDA work is synchronised before a clock
+is read.
+"""
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import datetime, timezone
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw, ImageFilter
+
+
+def add_common_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch CPU threads (default 1: on the shared 2-core machine 2 threads ran a tiny "
+                             "training step ~150x slower from contention)")
+    parser.add_argument("--repeats", type=int, default=2, help="timed repetitions after one warm-up (default 2)")
+    parser.add_argument("--seed", type=int, default=0)
+
+
+def setup(args: argparse.Namespace) -> torch.device:
+    """Seeds, thread count and device; prints the machine line every result table starts with."""
+    torch.manual_seed(args.seed)
+    torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device cuda was asked for but torch sees no CUDA device")
+    gpu = f", {torch.cuda.get_device_name(device)}" if device.type == "cuda" else ""
+    print(f"# {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC | torch {torch.__version__} | "
+          f"{platform.processor() or platform.machine()} | threads {torch.get_num_threads()} | device {device}{gpu}")
+    return device
+
+
+def sync(device: torch.device | str | None = None) -> None:
+    if torch.cuda.is_available() and (device is None or torch.device(device).type == "cuda"):
+        torch.cuda.synchronize()
+
+
+def time_call(fn: Callable[[], object], repeats: int, device: torch.device | str | None = None,
+              warmup: int = 1) -> float:
+    """Median wall-clock seconds of `fn()` over `repeats` runs after `warmup` untimed runs."""
+    for _ in range(warmup):
+        fn()
+    sync(device)
+    times = []
+    for _ in range(max(1, repeats)):
+        start = time.perf_counter()
+        fn()
+        sync(device)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+class StageTimer:
+    """Accumulates wall-clock seconds per named stage (`with timer("name"): ...`), synchronising CUDA."""
+
+    def __init__(self, device: torch.device | str | None = None) -> None:
+        self.device = device
+        self.seconds: dict[str, float] = defaultdict(float)
+        self.calls: dict[str, int] = defaultdict(int)
+
+    @contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        sync(self.device)
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            sync(self.device)
+            self.seconds[name] += time.perf_counter() - start
+            self.calls[name] += 1
+
+    def reset(self) -> None:
+        self.seconds.clear()
+        self.calls.clear()
+
+
+def print_table(header: list[str], rows: list[list[object]]) -> None:
+    """A Markdown table (pasted as is into benchmarks/RESULTS.md)."""
+    cells = [[_fmt(c) for c in row] for row in rows]
+    print("| " + " | ".join(header) + " |")
+    print("|" + "|".join(" --- " for _ in header) + "|")
+    for row in cells:
+        print("| " + " | ".join(row) + " |")
+
+
+def _fmt(value: object) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def synthetic_photo(width: int, height: int, seed: int = 0, objects: int = 12) -> Image.Image:
+    """A photo-like RGB image: smooth background, overlapping coloured shapes, blur and sensor noise.
+
+    Selective search's cost depends on the image's structure; pure noise (thousands of regions) or
+    a flat image (none) would mis-time it, so a few object-like regions are drawn.
+    """
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    base = np.stack([(xx / width) * rng.uniform(60, 200) + (yy / height) * rng.uniform(20, 80)
+                     for _ in range(3)], axis=-1)
+    image = Image.fromarray(np.clip(base, 0, 255).astype(np.uint8))
+    draw = ImageDraw.Draw(image)
+    for _ in range(objects):
+        w, h = rng.integers(width // 10, width // 2), rng.integers(height // 10, height // 2)
+        x, y = rng.integers(0, width - w), rng.integers(0, height - h)
+        colour = tuple(int(c) for c in rng.integers(0, 256, 3))
+        shape = draw.ellipse if rng.random() < 0.5 else draw.rectangle
+        shape([int(x), int(y), int(x + w), int(y + h)], fill=colour)
+    image = image.filter(ImageFilter.GaussianBlur(1.5))
+    noisy = np.asarray(image, dtype=np.float32) + rng.normal(0, 6, (height, width, 3))
+    return Image.fromarray(np.clip(noisy, 0, 255).astype(np.uint8))
+
+
+def random_phrases(count: int, seed: int = 0, words: int = 4) -> list[str]:
+    """Distinct phrases (distinct so that CLIP's per-phrase text cache never short-cuts a timing)."""
+    vocabulary = ["red", "blue", "green", "small", "large", "wooden", "metal", "dog", "cat", "man", "woman",
+                  "child", "car", "tree", "house", "ball", "table", "chair", "window", "door", "street", "sky",
+                  "water", "grass", "shirt", "hat", "bag", "bike"]
+    rng = np.random.default_rng(seed)
+    return [" ".join(rng.choice(vocabulary, words)) + f" {seed}-{i}" for i in range(count)]
+
+
+# -- a BLIP-base-size random captioner ----------------------------------------------------------------
+BERT_VOCAB_SIZE = 30522  # bert-base-uncased; BLIP adds [DEC] and [ENC] (BlipConfig's 30524)
+
+
+def local_bert_tokenizer():
+    """A BERT WordPiece tokenizer with bert-base-uncased's vocabulary size, built offline.
+
+    The word pieces are made up (the real vocabulary is not available offline); the size, the
+    special tokens and BLIP's [DEC]/[ENC] additions match, which is what decoding cost depends on.
+    """
+    from transformers import BertTokenizerFast
+
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    words = ["a", "picture", "of", "the", "dog", "cat", "man", "woman", "red", "blue", "on", "in", "with"]
+    filler = [f"w{i}" for i in range(BERT_VOCAB_SIZE - len(specials) - len(words))]
+    vocab = {token: i for i, token in enumerate(specials + words + filler)}
+    tokenizer = BertTokenizerFast(vocab=vocab, do_lower_case=True)
+    tokenizer.add_special_tokens({"bos_token": "[DEC]", "additional_special_tokens": ["[ENC]"]})
+    return tokenizer
+
+
+def random_blip_captioner(device: torch.device, settings=None):
+    """`BlipCaptioner` around a random `BlipForConditionalGeneration(BlipConfig())` (BLIP-base: ViT-B/16 at
+    384², 12-layer BERT decoder) and the BLIP image processor (384², bicubic).
+
+    Random weights rarely emit [SEP], so every caption decodes to `max_length` tokens: an upper bound
+    of the real captioner, whose captions stop after about 10–15 tokens.
+    """
+    from transformers import BlipConfig, BlipForConditionalGeneration, BlipImageProcessor, BlipProcessor
+
+    from wwbl.inference.captioner import BlipCaptioner
+
+    tokenizer = local_bert_tokenizer()
+    config = BlipConfig(text_config={"bos_token_id": tokenizer.convert_tokens_to_ids("[DEC]"),
+                                     "sep_token_id": tokenizer.sep_token_id, "eos_token_id": tokenizer.sep_token_id,
+                                     "pad_token_id": tokenizer.pad_token_id})
+    model = BlipForConditionalGeneration(config).to(device).eval()
+    processor = BlipProcessor(BlipImageProcessor(size={"height": 384, "width": 384}), tokenizer)
+    return BlipCaptioner(model, processor, settings)
+
+
+# -- prototype of a proposed FrozenCLIP change (timed, not used by the library) ---------------------------
+@torch.no_grad()
+def encode_text_truncated(clip, phrases: list[str]) -> torch.Tensor:
+    """CLIP text embeddings with the context cut to the batch's longest token sequence.
+
+    For a causal text tower pooled at the end-of-text token (open_clip's CLIP, `text_pool_type`
+    "argmax"/"eos") the padding after the longest sequence cannot influence any pooled token, so the
+    result equals `encode_text` up to float rounding while a ~10-token caption costs ~1/7 of the
+    77-token context. Benchmarks time it to size the change proposed for `FrozenCLIP.encode_text`.
+    """
+    from open_clip.transformer import text_global_pool
+
+    model = clip.model
+    tokens = clip.tokenize(phrases)
+    length = int((tokens != 0).sum(dim=1).max())  # open_clip pads with 0 after the end-of-text token
+    tokens = tokens[:, :length]
+    x = model.token_embedding(tokens) + model.positional_embedding[:length]
+    x = model.ln_final(model.transformer(x, attn_mask=model.attn_mask[:length, :length]))
+    pooled = text_global_pool(x, tokens, model.text_pool_type, eos_token_id=getattr(model, "text_eos_id", None))
+    projection = model.text_projection
+    pooled = pooled @ projection if isinstance(projection, torch.Tensor) else projection(pooled)
+    return torch.nn.functional.normalize(pooled.float(), dim=-1)
