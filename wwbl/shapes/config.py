@@ -1,0 +1,54 @@
+"""YAML configs of the shapes world: ``world:`` (``WorldConfig`` fields) plus per-command sections."""
+from __future__ import annotations
+
+import math
+from dataclasses import fields
+from typing import Any
+
+import yaml
+
+from wwbl.errors import AnnotationError, MissingResourceError
+from wwbl.shapes.generator import WorldConfig
+
+
+def read_yaml(path: str) -> dict[str, Any]:
+    """A YAML mapping; a missing file or a non-mapping raises an error naming the file."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = yaml.safe_load(f)
+    except FileNotFoundError as e:
+        raise MissingResourceError(f"config file not found: '{path}'") from e
+    except yaml.YAMLError as e:
+        raise AnnotationError(f"config file '{path}' is not valid YAML: {e}") from e
+    if not isinstance(data, dict):
+        raise AnnotationError(f"config file '{path}' must hold a mapping at the top level")
+    return data
+
+
+def world_config_from(section: dict[str, Any] | None) -> WorldConfig:
+    """``WorldConfig`` from a mapping; unknown keys are an error (typos must not pass silently)."""
+    section = dict(section or {})
+    known = {f.name for f in fields(WorldConfig)}
+    unknown = set(section) - known
+    if unknown:
+        raise ValueError(f"unknown world config keys {sorted(unknown)}; known: {sorted(known)}")
+    if "clutter_specks" in section:
+        section["clutter_specks"] = tuple(section["clutter_specks"])
+    return WorldConfig(**section)
+
+
+def load_world_config(path: str) -> tuple[WorldConfig, dict[str, Any]]:
+    """The world and the dataset sizes (``sizes:`` section) of a world YAML."""
+    data = read_yaml(path)
+    return world_config_from(data.get("world")), dict(data.get("sizes") or {})
+
+
+def budgeted_lr(step: int, minutes: float, lr: float, warmup_steps: int, steps: int, max_minutes: float) -> float:
+    """Linear warm-up, then cosine decay to zero over ``steps`` or ``max_minutes`` (if > 0),
+    whichever runs out first, so a time-budgeted run on a busy machine still ends annealed."""
+    if step < warmup_steps:
+        return lr * (step + 1) / warmup_steps
+    progress = (step - warmup_steps) / max(1, steps - warmup_steps)
+    if max_minutes > 0:
+        progress = max(progress, minutes / max_minutes)
+    return lr * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))

@@ -1,0 +1,312 @@
+"""Markdown rendering of the shapes-world benchmark report (``wwbl.shapes.report``'s JSON).
+
+Every number in the text comes from the report JSON; the sentences that interpret them are
+chosen by the numbers (e.g. whether g beats GAE), so the text stays true when the report is
+regenerated.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+SPLIT_TITLES = {"test": "held-out test", "openworld": "open world"}
+ROW_TITLES = {
+    "random": "random point / random box (baseline)",
+    "centre": "centre Gaussian (baseline)",
+    "gae": "GAE (Chefer relevancy, last block: g's L_rmap target)",
+    "gae_all_blocks": "GAE, all blocks (start_layer 0)",
+    "gem": "GEM",
+    "clip_surgery": "CLIP Surgery",
+    "clip_text_span": "ClipTextSpan",
+    "adapting_clip": "Adapting CLIP (own box search)",
+    "crop_and_rank": "Crop & Rank (own box)",
+    "g": "**g** (shipped, checkpoints/shapes_g)",
+}
+
+
+def pct(value: Any) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    return f"{100 * float(value):.1f}"
+
+
+def _cell(result: dict[str, Any] | None, key: str) -> str:
+    if not result:
+        return "–"
+    if "error" in result:
+        return "error"
+    if "missing" in result:
+        return "n/a"
+    return pct(result.get(key))
+
+
+def metric_table(rows: dict[str, dict[str, Any]], titles: dict[str, str], keys: tuple[str, ...] = ("pointing", "bbox_acc"),
+                 extra_first: tuple[str, ...] = ()) -> list[str]:
+    names = {"pointing": "point", "bbox_acc": "box", "acc_iou": "Acc@0.5"}
+    header = ["method", *extra_first]
+    for split in SPLIT_TITLES:
+        header += [f"{SPLIT_TITLES[split]} {names[k]}" for k in keys]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for label, row in rows.items():
+        cells = [titles.get(label, label), *[str(row.get(x, "")) for x in extra_first]]
+        for split in SPLIT_TITLES:
+            cells += [_cell(row.get(split), k) for k in keys]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def _errors(rows: dict[str, dict[str, Any]]) -> list[str]:
+    out = []
+    for label, row in rows.items():
+        if "error" in row:
+            out.append(f"- `{label}` failed: {row['error']}")
+        for split in SPLIT_TITLES:
+            if isinstance(row.get(split), dict) and "error" in row[split]:
+                out.append(f"- `{label}` on {SPLIT_TITLES[split]} failed: {row[split]['error']}")
+            if isinstance(row.get(split), dict) and "missing" in row[split]:
+                out.append(f"- `{label}` on {SPLIT_TITLES[split]} not run: {row[split]['missing']}")
+    return out
+
+
+def render_models(report: dict[str, Any]) -> list[str]:
+    models = report.get("models", {})
+    clip, blip, g = models.get("clip", {}), models.get("blip", {}), models.get("g", {})
+    lines = ["## Models", ""]
+    if clip:
+        lines.append(f"- CLIP `{report['settings']['clip_checkpoint']}` (its own held-out metrics): image→text R@1 "
+                     f"{pct(clip.get('i2t_r1'))} %, text→image R@1 {pct(clip.get('t2i_r1'))} %, phrase top-1 "
+                     f"{pct(clip.get('phrase_top1'))} %, phrase pair accuracy {pct(clip.get('phrase_pair_acc'))} % "
+                     f"({clip.get('train_steps')} steps, {clip.get('train_minutes')} min).")
+    if blip:
+        lines.append(f"- BLIP `{report['settings']['blip']}`: exact phrase on held-out crops {pct(blip.get('exact_match'))} %, "
+                     f"colour {pct(blip.get('colour_acc'))} %, shape {pct(blip.get('shape_acc'))} % "
+                     f"({blip.get('train_steps')} steps, {blip.get('train_minutes')} min).")
+    if g:
+        lines.append(f"- g `{report['settings']['g_checkpoint']}`: {g.get('architecture')} {g.get('kwargs')}, input "
+                     f"{g.get('input_size')} px, text prefix '{g.get('text_prefix')}', CLIP {g.get('clip')}.")
+    else:
+        lines.append(f"- g `{report['settings']['g_checkpoint']}`: **absent** — the g rows below are not measured.")
+    return lines + [""]
+
+
+def render_world(report: dict[str, Any]) -> list[str]:
+    world = report.get("world", {})
+    s = report["settings"]
+    lines = ["## The data", ""]
+    config = world.get("config", {})
+    if config:
+        lines.append(f"Shapes world `configs/shapes/world.yaml` (seed {config.get('seed')}, {config.get('image_size')} px "
+                     f"scenes, {config.get('min_objects')}–{config.get('max_objects')} objects, radius "
+                     f"{config.get('min_radius')}–{config.get('max_radius')} px, share probability "
+                     f"{config.get('share_prob')}), written by `python -m wwbl.shapes.writers --config "
+                     f"configs/shapes/world.yaml --out {s['data']}` and read back with the real Flickr30k Entities loader "
+                     "(`wwbl.evaluation.datasets.load_flickr30k`, default protocol: an entity is kept only if its box "
+                     "covers more than 5 % of the image, phrases = all its mentions, heatmaps averaged over them).")
+    if world.get("heldout_combos"):
+        lines += ["", "Held-out colour-shape combinations (never in g's training captions; the open-world split "
+                  "annotates only these): " + ", ".join(f"*{c}*" for c in world["heldout_combos"]) + "."]
+    lines += ["", "| split | images (all) | entities (all) | images evaluated, WSG | entities evaluated, WSG | "
+              "images evaluated, WWbL |", "|---|---|---|---|---|---|"]
+    for split in SPLIT_TITLES:
+        w = world.get(split, {})
+        lines.append(f"| {SPLIT_TITLES[split]} | {w.get('images_total')} | {w.get('items_total')} | "
+                     f"{w.get('images_wsg')} (first {s['limit']}) | {w.get('items_wsg')} | "
+                     f"{w.get('images_wwbl')} (first {s['wwbl_limit']}) |")
+    return lines + [""]
+
+
+def render_wsg(report: dict[str, Any]) -> list[str]:
+    wsg = report["wsg"]
+    lines = ["## Weakly supervised phrase grounding (WSG)", "",
+             "Pointing accuracy (argmax inside the GT box) and box accuracy (union of the predicted boxes vs. the "
+             "GT, IoU ≥ 0.5; boxes by the paper's rule `wsg_boxes(mode='paper')` unless a method has its own), in %. "
+             "Acc@0.5 is the best-scoring box alone (IoU > 0.5, ZSGNet / Adapting CLIP).", ""]
+    lines += metric_table(wsg["rows"], ROW_TITLES, ("pointing", "bbox_acc", "acc_iou"))
+    sigma = wsg["centre_sigma"]
+    lines += ["", f"The centre baseline's width σ = {sigma:.2f} × side was chosen on the **val** split by box "
+              "accuracy among " + ", ".join(f"{k} ({pct(v)} %)" for k, v in wsg["centre_sigma_val_box_acc"].items())
+              + ". The random baseline draws a Gaussian at a uniformly random centre with σ uniform in "
+              f"[0.05, 0.35] × side (seed {report['settings']['seed']}).", ""]
+    lines += ["Not applicable to the shapes CLIP (a ViT): " + "; ".join(
+        f"`{name}` ({why})" for name, why in wsg["not_applicable"].items()) + "."]
+    teacher = wsg.get("teacher_val", {})
+    if teacher:
+        lines += ["", "On the **val** split (used for choices, never test): " + "; ".join(
+            f"{ROW_TITLES[k]} {pct(v.get('pointing'))} % pointing, {pct(v.get('bbox_acc'))} % box" for k, v in teacher.items())
+            + "."]
+    lines += _errors(wsg["rows"])
+    return lines + [""]
+
+
+def _delta(rows: dict[str, Any], split: str, key: str, a: str = "g", b: str = "gae") -> float | None:
+    try:
+        return 100 * (rows[a][split][key] - rows[b][split][key])
+    except (KeyError, TypeError):
+        return None
+
+
+def render_claim(report: dict[str, Any]) -> list[str]:
+    """Does g beat the GAE map it learns from (the paper: +10 box accuracy)? With diagnostics."""
+    rows = report["wsg"]["rows"]
+    lines = ["## Does g beat its GAE teacher?", "",
+             "The paper reports that g's box accuracy exceeds that of the relevancy map it is trained against "
+             "(L_rmap) by about 10 points on Flickr30k, ReferIt and Visual Genome.", ""]
+    for split in SPLIT_TITLES:
+        box, point = _delta(rows, split, "bbox_acc"), _delta(rows, split, "pointing")
+        if box is None:
+            lines.append(f"- {SPLIT_TITLES[split]}: not measured (a run failed).")
+            continue
+        verdict = ("reproduced (≥ +10)" if box >= 10 else "g is better, but by less than the paper's +10" if box > 0
+                   else "**not reproduced**: g does not beat GAE")
+        lines.append(f"- {SPLIT_TITLES[split]}: box accuracy g − GAE = {box:+.1f} points, pointing "
+                     f"{point:+.1f} points — {verdict}.")
+    diag = report.get("diagnostics", {})
+    if diag:
+        lines += ["", "Diagnostics of the evaluated boxes (same items as the table):", "",
+                  "| source | split | no box | boxes / item | median area pred/GT | pred > 2× GT | pred < ½ GT | "
+                  "point hit, box miss | box acc small / medium / large (items) |", "|---|---|---|---|---|---|---|---|---|"]
+        for label, per_split in diag.items():
+            for split, d in per_split.items():
+                sizes = " / ".join(f"{pct(b['bbox_acc'])} ({b['items']})" for b in d["by_size"].values())
+                lines.append(f"| {label} | {SPLIT_TITLES[split]} | {pct(d['no_box'])} % | {d['boxes_per_item']:.2f} | "
+                             f"{d['median_area_ratio']:.2f} | {pct(d['too_large'])} % | {pct(d['too_small'])} % | "
+                             f"{pct(d['point_hit_box_miss'])} % | {sizes} |")
+        lines += ["", "Size buckets by GT box area: " + ", ".join(next(iter(next(iter(diag.values())).values()))["by_size"])
+                  + "."]
+    lines += ["", "### Why", "", *analysis(report)]
+    return lines + [""]
+
+
+def _get(d: dict[str, Any], *keys: str) -> Any:
+    for key in keys:
+        if not isinstance(d, dict) or key not in d:
+            return None
+        d = d[key]
+    return d
+
+
+def analysis(report: dict[str, Any]) -> list[str]:
+    """Bullet points interpreting the measured numbers (each sentence is conditioned on them)."""
+    rows, out = report["wsg"]["rows"], []
+    val = report["wsg"].get("teacher_val", {})
+    last, every = _get(val, "gae", "bbox_acc"), _get(val, "gae_all_blocks", "bbox_acc")
+    if last is not None and every is not None:
+        better = "a far better" if every - last >= 0.05 else "a better" if every > last else "no better"
+        out.append(f"- **The teacher.** g's L_rmap target is the relevancy of the last CLIP block "
+                   f"(`relevancy_start_layer: -1` in `configs/shapes/g.yaml`, as the released code). On the **val** "
+                   f"split it reaches {pct(_get(val, 'gae', 'pointing'))} % pointing / {pct(last)} % box accuracy, "
+                   f"while the all-block rollout (`start_layer 0`) reaches {pct(_get(val, 'gae_all_blocks', 'pointing'))} % "
+                   f"/ {pct(every)} %: {better} map."
+                   + (f" The shapes CLIP has only {_get(report, 'models', 'clip_vision', 'layers')} blocks (the paper's "
+                      "ViT-B/32: 12), and its last block alone carries little of the localisation; g learns to imitate "
+                      "that weaker map." if every - last >= 0.05 else ""))
+    diag = report.get("diagnostics", {})
+    for split in SPLIT_TITLES:
+        g, t = _get(diag, "g", split), _get(diag, "gae", split)
+        if not g or not t:
+            continue
+        shape = ("larger" if g["median_area_ratio"] > 1.5 * t["median_area_ratio"] else
+                 "smaller" if g["median_area_ratio"] < t["median_area_ratio"] / 1.5 else "similar")
+        out.append(f"- **Boxes, {SPLIT_TITLES[split]}.** g's boxes are on median {g['median_area_ratio']:.2f}× the GT area "
+                   f"({pct(g['too_large'])} % more than twice it, {pct(g['too_small'])} % less than half), GAE's "
+                   f"{t['median_area_ratio']:.2f}× ({pct(t['too_large'])} % / {pct(t['too_small'])} %): g's are {shape}. "
+                   f"g puts the argmax on the object but misses the box for {pct(g['point_hit_box_miss'])} % of the "
+                   f"entities (GAE {pct(t['point_hit_box_miss'])} %); {pct(g['no_box'])} % of g's maps give no box.")
+    ab = _get(report, "ablation", "rows") or {}
+    full, alt = ab.get("all_losses", {}), ab.get("all_losses_rmap_all_blocks", {})
+    if "test" in full and "test" in alt and "error" not in full["test"] and "error" not in alt["test"]:
+        delta = 100 * (alt["test"]["bbox_acc"] - full["test"]["bbox_acc"])
+        out.append(f"- **Ablation evidence.** With the same budget, training against the all-block relevancy changes "
+                   f"g's held-out box accuracy by {delta:+.1f} points ({pct(full['test']['bbox_acc'])} → "
+                   f"{pct(alt['test']['bbox_acc'])} %), open world {pct(_get(full, 'openworld', 'bbox_acc'))} → "
+                   f"{pct(_get(alt, 'openworld', 'bbox_acc'))} %.")
+    no_rmap, only = ab.get("no_rmap", {}), ab.get("rmap_only", {})
+    if all("test" in r and "error" not in r["test"] for r in (full, no_rmap, only)):
+        out.append(f"- **Which losses matter** (held-out box accuracy, equal budget): all four "
+                   f"{pct(full['test']['bbox_acc'])} %, without L_rmap {pct(no_rmap['test']['bbox_acc'])} %, L_rmap only "
+                   f"{pct(only['test']['bbox_acc'])} %, without L_fore/L_back "
+                   f"{pct(_get(ab, 'no_fore_back', 'test', 'bbox_acc'))} %.")
+    g_kwargs = _get(report, "models", "g", "kwargs") or {}
+    out.append("- **Set-up differences from the paper** (facts of this configuration, not tuned): g's VGG16 encoder "
+               f"starts from random weights (no ImageNet weights offline) at 1/{g_kwargs.get('vgg_width_div', '?')} width "
+               "and trains for minutes on two CPU cores, where the paper fine-tunes an ImageNet VGG16 for many GPU hours; "
+               "the small CLIP is far weaker than OpenAI's (see *Models*), so both L_fore/L_back (which score masked "
+               "images with it) and L_rmap (its relevancy) are noisy signals.")
+    return out
+
+
+def render_wwbl(report: dict[str, Any]) -> list[str]:
+    wwbl = report["wwbl"]
+    lines = ["## What is where by looking (Algorithm 1; WWbL Table 7 in miniature)", "",
+             "No text input: selective search + grid proposals → the shapes BLIP (`" + wwbl["captioner"] + "`) captions "
+             "every proposal → CLIP text embeddings → community detection (0.85, min size 2) → one heatmap per "
+             "cluster from the source below → boxes. Each GT entity is matched to the nearest predicted caption in "
+             "CLIP text space (GT phrases encoded without a prefix: the shapes CLIP never saw the reference's "
+             "'image of '); pointing / box accuracy of that caption's heatmap and boxes, images without any "
+             "prediction count as misses. In %.", ""]
+    lines += metric_table(wwbl["rows"], {"g": "Algorithm 1 with **g**", "gae": "Algorithm 1 with GAE"})
+    empty = []
+    for label, row in wwbl["rows"].items():
+        for split in SPLIT_TITLES:
+            r = row.get(split) or {}
+            if "empty_images" in r:
+                empty.append(f"{label} / {SPLIT_TITLES[split]}: {r['empty_images']} of {r['images']}")
+    if empty:
+        lines += ["", "Images with no prediction at all: " + "; ".join(empty) + "."]
+    lines += _errors(wwbl["rows"])
+    return lines + [""]
+
+
+def render_ablation(report: dict[str, Any]) -> list[str]:
+    ab = report["ablation"]
+    lines = ["## Loss ablation (WWbL Table 5 in miniature)", "",
+             f"g retrained from scratch for each row with `train.py --config {report['settings']['g_config']}` and the "
+             f"overrides shown, all with seed {ab['seed']} and the same budget: {ab['steps']} SGD steps (one "
+             f"truncated epoch, `--trainer.limit_train_batches {ab['steps']}`; safety cap {ab['max_minutes_cap']} min), "
+             "then exported and evaluated exactly like the shipped g. These are short runs, far shorter than the "
+             "shipped g's training, so compare rows with each other, not with the table above.", ""]
+    rows = {arm: {"overrides": " ".join(r["overrides"]) or "(none)", "steps": r.get("steps", "–"),
+                  "train s": r.get("train_seconds", "–"), **{k: r.get(k) for k in SPLIT_TITLES}}
+            for arm, r in ab["rows"].items()}
+    titles = {arm: r["description"] for arm, r in ab["rows"].items()}
+    lines += metric_table(rows, titles, ("pointing", "bbox_acc"), extra_first=("overrides", "steps", "train s"))
+    lines += _errors(ab["rows"])
+    return lines + [""]
+
+
+def render_reproduction(report: dict[str, Any]) -> list[str]:
+    env = report["environment"]
+    lines = ["## Reproduction", "", "```bash", report.get("command", "python -m wwbl.shapes.report"), "```", "",
+             f"Started {report['started_utc']} UTC, total wall clock {report['wall_clock_seconds'] / 60:.1f} min on "
+             f"{env['cpu']} ({env['cpu_count']} cores, {env['torch_threads']} torch threads, GPU: {env['gpu']}; the "
+             "machine was shared with other jobs, so times are indicative). Python " + env["python"] + ", " +
+             ", ".join(f"{k} {v}" for k, v in env["packages"].items() if v) +
+             f". Repository commit `{env['git_commit'][:12]}`" + (" with uncommitted changes" if env["git_dirty"] else "")
+             + f". Seed {report['settings']['seed']} for every random choice (baselines, ablation trainings).", "",
+             "Each row is one `wwbl.evaluation.run_evaluation` run; the equivalent commands:", ""]
+    for section in ("wsg", "wwbl", "ablation"):
+        for label, row in report.get(section, {}).get("rows", {}).items():
+            if section == "ablation" and "command" in row:
+                lines.append(f"- ablation `{label}` training ({row.get('train_seconds')} s): `python {row['command']}`")
+            for split in SPLIT_TITLES:
+                r = row.get(split)
+                if isinstance(r, dict) and "command" in r:
+                    lines.append(f"- {section} `{label}` / {SPLIT_TITLES[split]} ({r['seconds']} s): `{r['command']}`")
+    return lines + [""]
+
+
+def render_markdown(report: dict[str, Any]) -> str:
+    lines = ["# Shapes-world benchmark report", "",
+             "Generated by `python -m wwbl.shapes.report` — do not edit by hand. All models are the small ones "
+             "trained offline on the shapes world (CLIP `checkpoints/shapes_clip`, BLIP `checkpoints/shapes_blip`, "
+             "g `checkpoints/shapes_g`); all numbers come from the real loaders and `python -m wwbl.evaluation`'s "
+             "code. The raw numbers are in `report.json`.", ""]
+    lines += render_models(report) + render_world(report)
+    if "wsg" in report:
+        lines += render_wsg(report) + render_claim(report)
+    if "wwbl" in report:
+        lines += render_wwbl(report)
+    if "ablation" in report:
+        lines += render_ablation(report)
+    lines += render_reproduction(report)
+    return "\n".join(lines)
