@@ -53,6 +53,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--device", default="cpu")
     p.add_argument("--batch-size", type=int, default=8, help="images processed together")
     p.add_argument("--out", default="wwbl_output", help="output folder")
+    p.add_argument("--quiet", action="store_true", help="no per-image summary lines")
     return p.parse_args(argv)
 
 
@@ -130,6 +131,13 @@ def report(failures: list[dict], path: Path, error: Exception) -> None:
     tqdm.write(f"skipped {path}: {error}", file=sys.stderr)
 
 
+def summary_line(path: Path, result) -> str:
+    """`name: phrase score [x1, y1, x2, y2]; …` — what was found where."""
+    found = "; ".join(f"{d.get('phrase', '')} {d['score']:.2f} {[round(v) for v in d['box']]}"
+                      for d in result.detections.to_dicts())
+    return f"{path.name}: {found or 'nothing found'}"
+
+
 def image_id(stem: str) -> int | str:
     return int(stem) if stem.isdigit() else stem
 
@@ -157,6 +165,8 @@ def main(argv: list[str] | None = None) -> int:
                 return 2
             for path, stem, image, result in results:
                 write_image_outputs(out, stem, image, result, str(path))
+                if not args.quiet:
+                    tqdm.write(summary_line(path, result))
                 coco += coco_records(result, image_id(stem))
                 written += 1
             bar.update(len(batch))
