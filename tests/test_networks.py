@@ -1,15 +1,20 @@
 """Network g: GroundingNet (WSG) and WSOLUNet (WSOL) on tiny random instances."""
 
+import math
 import os
 
+import huggingface_hub
 import pytest
+import timm
 import torch
 import torch.nn.functional as F
+from safetensors.torch import save_file
+from torchvision.models import mobilenet_v2
 from torchvision.models.vgg import cfgs, make_layers
 
 from wwbl.errors import MissingResourceError
-from wwbl.networks import GroundingNet, WSOLUNet, build_network
-from wwbl.networks.backbones import InputNormalize, build_tapped_backbone, vgg16_features
+from wwbl.networks import GroundingNet, WSOLUNet, available_backbones, build_network
+from wwbl.networks.backbones import TIMM_BACKBONES, InputNormalize, build_tapped_backbone, vgg16_features
 
 
 def torchvision_vgg16_relu4_3():
@@ -172,3 +177,101 @@ def test_image_index_runs_the_encoder_once_per_image_with_the_same_maps():
     assert torch.allclose(shared, repeated, atol=1e-6)
     with pytest.raises(ValueError, match="image_index"):
         g(images, text[:2], image_index=index)
+
+
+# --- timm backbones (paper Tables 2/4 backbones that torchvision lacks) ---------------------
+
+MOBILENET_V1_HUB_ID = "timm/mobilenetv1_100.ra4_e3600_r224_in1k"
+
+
+def test_timm_backbones_are_listed():
+    assert TIMM_BACKBONES == {"mobilenet_v1": "mobilenetv1_100"}
+    assert "mobilenet_v1" in available_backbones()
+
+
+@pytest.mark.parametrize("backbone", sorted(TIMM_BACKBONES))
+def test_wsol_unet_timm_backbone_maps_at_a_non_multiple_of_32_input(backbone):
+    torch.manual_seed(0)
+    net = WSOLUNet(backbone, pretrained_backbone=False, max_decoder_channels=32).eval()
+    out = net(torch.rand(2, 3, 50, 70))
+    assert out.shape == (2, 50, 70)
+    assert ((out > 0) & (out < 1)).all()
+
+
+def test_mobilenet_v1_taps_are_timm_feature_pyramid():
+    encoder = build_tapped_backbone("mobilenet_v1", pretrained=False)
+    reported = timm.create_model("mobilenetv1_100", features_only=True).feature_info
+    # MobileNetV1 (Howard et al. 2017, Table 1) widths at the end of each stride: 2, 4, …, 32.
+    assert encoder.channels == reported.channels() == [64, 128, 256, 512, 1024]
+    assert reported.reduction() == [2, 4, 8, 16, 32]
+    taps = encoder(torch.rand(1, 3, 50, 70))
+    expected = [(c, math.ceil(50 / r), math.ceil(70 / r)) for c, r in zip(encoder.channels, reported.reduction())]
+    assert [tuple(t.shape[1:]) for t in taps] == expected
+
+
+def test_wsol_unet_decoder_concatenates_every_timm_tap():
+    net = WSOLUNet("mobilenet_v1", pretrained_backbone=False, max_decoder_channels=32)
+    skips = [64, 128, 256, 512]  # the taps below the deepest, in decoder order: reversed
+    assert [block.convs[0].in_channels for block in net.decoder] == [32 + c for c in reversed(skips)]
+
+
+def _random_timm_state(model_name):
+    torch.manual_seed(3)
+    return timm.create_model(model_name).state_dict()
+
+
+def _assert_encoder_holds(encoder, state):
+    loaded = encoder.features.state_dict()
+    assert loaded  # non-empty
+    for key, value in loaded.items():
+        assert torch.equal(value, state[key]), key
+
+
+def test_timm_backbone_offline_without_cache_names_the_model_and_the_remedies(tmp_path, monkeypatch):
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))
+    with pytest.raises(MissingResourceError, match="mobilenetv1_100") as err:
+        WSOLUNet("mobilenet_v1", pretrained_backbone=True)
+    assert MOBILENET_V1_HUB_ID in str(err.value) and "backbone_weights" in str(err.value)
+
+
+def test_timm_backbone_reads_the_hugging_face_cache(tmp_path, monkeypatch):
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))
+    repo = tmp_path / ("models--" + MOBILENET_V1_HUB_ID.replace("/", "--"))
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text("0123abcd")
+    (repo / "snapshots" / "0123abcd").mkdir(parents=True)
+    state = _random_timm_state("mobilenetv1_100")
+    save_file(state, repo / "snapshots" / "0123abcd" / "model.safetensors")
+    net = WSOLUNet("mobilenet_v1", pretrained_backbone=True, max_decoder_channels=32)
+    _assert_encoder_holds(net.encoder, state)
+
+
+def test_timm_backbone_reads_a_local_weights_file(tmp_path, monkeypatch):
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "empty"))
+    state = _random_timm_state("mobilenetv1_100")
+    path = tmp_path / "mobilenetv1.pth"
+    torch.save(state, path)
+    net = WSOLUNet("mobilenet_v1", pretrained_backbone=True, backbone_weights=str(path), max_decoder_channels=32)
+    _assert_encoder_holds(net.encoder, state)
+    assert "backbone_weights" not in net.config()
+
+
+def test_torchvision_backbone_reads_a_local_weights_file(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty"))
+    torch.manual_seed(4)
+    state = mobilenet_v2().state_dict()
+    path = tmp_path / "mobilenet_v2.safetensors"
+    save_file(state, path)
+    net = WSOLUNet("mobilenet_v2", pretrained_backbone=True, backbone_weights=str(path), max_decoder_channels=32)
+    loaded = net.encoder.stages[0].state_dict()  # features[0:2]
+    assert loaded and all(torch.equal(v, state[f"features.{k}"]) for k, v in loaded.items())
+
+
+def test_backbone_weights_errors(tmp_path):
+    missing = str(tmp_path / "nope.safetensors")
+    with pytest.raises(MissingResourceError, match="nope.safetensors"):
+        WSOLUNet("mobilenet_v1", pretrained_backbone=True, backbone_weights=missing)
+    with pytest.raises(MissingResourceError, match="nope.safetensors"):
+        WSOLUNet("resnet18", pretrained_backbone=True, backbone_weights=missing)
+    with pytest.raises(ValueError, match="pretrained"):
+        WSOLUNet("mobilenet_v1", pretrained_backbone=False, backbone_weights=missing)

@@ -70,6 +70,7 @@ class WWbLModule(L.LightningModule):
         clip_model, clip_pretrained, clip_checkpoint, clip_precision: the frozen CLIP
             (:class:`wwbl.clip.FrozenCLIP` arguments).
         pretrained_backbone: ImageNet initialisation of g's encoder (paper: yes).
+        backbone_weights: a local file with those ImageNet weights (default: the torch hub / HF cache).
         input_norm: g's input normalisation, "reference" (0.5/0.5) or "imagenet".
         vgg_width_div, decoder_channels: GroundingNet size (1 and None = the paper's).
         backbone, max_decoder_channels: WSOLUNet encoder and decoder width cap.
@@ -96,6 +97,7 @@ class WWbLModule(L.LightningModule):
         clip_checkpoint: str | None = None,
         clip_precision: str = "fp32",
         pretrained_backbone: bool = True,
+        backbone_weights: str | None = None,
         input_norm: str = "reference",
         vgg_width_div: int = 1,
         decoder_channels: int | None = None,
@@ -133,10 +135,11 @@ class WWbLModule(L.LightningModule):
         if task == "wsg":
             self.net: nn.Module = GroundingNet(text_dim=clip.embed_dim, decoder_channels=decoder_channels,
                                                vgg_width_div=vgg_width_div, pretrained_backbone=pretrained_backbone,
-                                               input_norm=input_norm)
+                                               input_norm=input_norm, backbone_weights=backbone_weights)
         else:
             self.net = WSOLUNet(backbone=backbone, pretrained_backbone=pretrained_backbone, input_norm=input_norm,
-                                max_decoder_channels=max_decoder_channels, vgg_width_div=vgg_width_div)
+                                max_decoder_channels=max_decoder_channels, vgg_width_div=vgg_width_div,
+                                backbone_weights=backbone_weights)
         self.weights = LossWeights(lambda_fore, lambda_back, lambda_rmap, lambda_reg)
         self._metrics: nn.ModuleDict | None = None
 

@@ -1,12 +1,16 @@
-"""Image encoders for network g, built from torchvision with optional ImageNet weights.
+"""Image encoders for network g, built from torchvision or timm with optional ImageNet weights.
 
-Every encoder is a :class:`TappedBackbone`: an ordered list of stages whose outputs (the
-"taps") are returned from the highest to the lowest resolution, so a U-Net decoder can use
-them as skip connections and the grounding network can use the last one.
+Every encoder returns its multi-scale outputs (the "taps") from the highest to the lowest
+resolution and exposes their widths as ``channels``, so a U-Net decoder can use them as skip
+connections and the grounding network can use the last one. torchvision encoders are a
+:class:`TappedBackbone` (an ordered list of stages); the paper's backbones that torchvision
+lacks (MobileNetV1) come from timm's ``features_only`` feature pyramids
+(:class:`TimmTappedBackbone`).
 
-ImageNet weights are only read from the local torch hub cache: this project never
-downloads. A missing file raises :class:`wwbl.errors.MissingResourceError` that names the
-file and where to put it.
+ImageNet weights are only read locally: torchvision's from the torch hub cache, timm's from the
+Hugging Face hub cache, or either from an explicit ``weights_path``. This project never
+downloads; a missing file raises :class:`wwbl.errors.MissingResourceError` that names the file
+and how to supply it.
 """
 
 from __future__ import annotations
@@ -15,7 +19,10 @@ import os
 from collections.abc import Callable, Sequence
 from itertools import pairwise
 
+import timm
 import torch
+from huggingface_hub import try_to_load_from_cache
+from safetensors.torch import load_file as load_safetensors
 from torch import nn
 from torchvision import models
 
@@ -53,21 +60,39 @@ def _cached_weights_path(weights: models.WeightsEnum) -> str:
     return os.path.join(torch.hub.get_dir(), "checkpoints", os.path.basename(weights.url))
 
 
-def load_imagenet_state_dict(weights: models.WeightsEnum) -> dict[str, torch.Tensor]:
-    """State dict of a torchvision weights enum, read from the torch hub cache only."""
+def _read_state_dict(path: str) -> dict[str, torch.Tensor]:
+    if path.endswith(".safetensors"):
+        return load_safetensors(path, device="cpu")
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def _require_weights_file(path: str, what: str) -> str:
+    if not os.path.isfile(path):
+        raise MissingResourceError(f"{what}: the weights file '{path}' does not exist")
+    return path
+
+
+def load_imagenet_state_dict(weights: models.WeightsEnum, path: str | None = None) -> dict[str, torch.Tensor]:
+    """State dict of a torchvision weights enum, read from ``path`` if given, else from the
+    torch hub cache only."""
+    if path is not None:
+        return _read_state_dict(_require_weights_file(path, f"ImageNet weights {weights}"))
     path = _cached_weights_path(weights)
     if not os.path.isfile(path):
         raise MissingResourceError(
             f"ImageNet weights {weights} are not available offline: expected the file "
             f"'{path}'. Download {weights.url} on a machine with network access and copy it "
-            f"to that path (or set TORCH_HOME), or build the network with "
-            f"pretrained_backbone=False."
+            f"to that path (or set TORCH_HOME, or pass the file as backbone_weights), or build "
+            f"the network with pretrained_backbone=False."
         )
-    return torch.load(path, map_location="cpu", weights_only=True)
+    return _read_state_dict(path)
 
 
-def vgg16_features(pretrained: bool, end: int = VGG16_RELU4_3_END, width_div: int = 1) -> nn.Sequential:
+def vgg16_features(pretrained: bool, end: int = VGG16_RELU4_3_END, width_div: int = 1,
+                   weights_path: str | None = None) -> nn.Sequential:
     """``vgg16().features[:end]`` (no BatchNorm); ``width_div`` > 1 divides every channel count.
+
+    ``weights_path`` replaces the torch hub cache as the source of the ImageNet weights.
 
     The scaled variant exists so tests and tiny experiments can build the same topology
     cheaply; it cannot use the ImageNet weights.
@@ -87,7 +112,7 @@ def vgg16_features(pretrained: bool, end: int = VGG16_RELU4_3_END, width_div: in
             in_ch = out_ch
     features = nn.Sequential(*layers[:end])
     if pretrained:
-        state = load_imagenet_state_dict(models.VGG16_Weights.IMAGENET1K_V1)
+        state = load_imagenet_state_dict(models.VGG16_Weights.IMAGENET1K_V1, weights_path)
         prefix = "features."
         features.load_state_dict(
             {k[len(prefix):]: v for k, v in state.items()
@@ -109,8 +134,8 @@ def vgg16_channels(end: int = VGG16_RELU4_3_END, width_div: int = 1) -> int:
     return max(1, channels // width_div)
 
 
-def _vgg16_tapped(pretrained: bool, width_div: int = 1) -> TappedBackbone:
-    f = vgg16_features(pretrained, end=VGG16_RELU5_3_END, width_div=width_div)
+def _vgg16_tapped(pretrained: bool, width_div: int, weights_path: str | None) -> TappedBackbone:
+    f = vgg16_features(pretrained, end=VGG16_RELU5_3_END, width_div=width_div, weights_path=weights_path)
     # Taps after relu1_2, pool1, relu2_2, relu3_3, relu4_3, relu5_3 (reference WSOL encoder).
     cuts = [0, 4, 5, 9, 16, 23, 30]
     stages = [f[a:b] for a, b in pairwise(cuts)]
@@ -118,11 +143,10 @@ def _vgg16_tapped(pretrained: bool, width_div: int = 1) -> TappedBackbone:
     return TappedBackbone(stages, chans)
 
 
-def _resnet_tapped(name: str, pretrained: bool) -> TappedBackbone:
-    weights = models.get_model_weights(name).IMAGENET1K_V1 if pretrained else None
+def _resnet_tapped(name: str, pretrained: bool, weights_path: str | None) -> TappedBackbone:
     net = models.get_model(name, weights=None)
-    if weights is not None:
-        net.load_state_dict(load_imagenet_state_dict(weights))
+    if pretrained:
+        net.load_state_dict(load_imagenet_state_dict(models.get_model_weights(name).IMAGENET1K_V1, weights_path))
     expansion = 4 if name in ("resnet50", "resnet101", "resnet152") else 1
     stages = [
         nn.Sequential(net.conv1, net.bn1, net.relu),
@@ -132,19 +156,19 @@ def _resnet_tapped(name: str, pretrained: bool) -> TappedBackbone:
     return TappedBackbone(stages, [64] + [c * expansion for c in (64, 128, 256, 512)])
 
 
-def _mobilenet_v2_tapped(pretrained: bool) -> TappedBackbone:
+def _mobilenet_v2_tapped(pretrained: bool, weights_path: str | None) -> TappedBackbone:
     net = models.mobilenet_v2(weights=None)
     if pretrained:
-        net.load_state_dict(load_imagenet_state_dict(models.MobileNet_V2_Weights.IMAGENET1K_V1))
+        net.load_state_dict(load_imagenet_state_dict(models.MobileNet_V2_Weights.IMAGENET1K_V1, weights_path))
     f = net.features
     cuts = [0, 2, 4, 7, 14, 19]  # stride changes: /2, /4, /8, /16, /32
     return TappedBackbone([f[a:b] for a, b in pairwise(cuts)], [16, 24, 32, 96, 1280])
 
 
-def _densenet161_tapped(pretrained: bool) -> TappedBackbone:
+def _densenet161_tapped(pretrained: bool, weights_path: str | None) -> TappedBackbone:
     net = models.densenet161(weights=None)
     if pretrained:
-        net.load_state_dict(load_imagenet_state_dict(models.DenseNet161_Weights.IMAGENET1K_V1))
+        net.load_state_dict(load_imagenet_state_dict(models.DenseNet161_Weights.IMAGENET1K_V1, weights_path))
     f = net.features
     stages = [
         nn.Sequential(f.conv0, f.norm0, f.relu0),
@@ -156,10 +180,10 @@ def _densenet161_tapped(pretrained: bool) -> TappedBackbone:
     return TappedBackbone(stages, [96, 384, 768, 2112, 2208])
 
 
-def _inception_v3_tapped(pretrained: bool) -> TappedBackbone:
+def _inception_v3_tapped(pretrained: bool, weights_path: str | None) -> TappedBackbone:
     net = models.inception_v3(weights=None, aux_logits=True, init_weights=not pretrained)
     if pretrained:
-        net.load_state_dict(load_imagenet_state_dict(models.Inception_V3_Weights.IMAGENET1K_V1))
+        net.load_state_dict(load_imagenet_state_dict(models.Inception_V3_Weights.IMAGENET1K_V1, weights_path))
     stages = [
         nn.Sequential(net.Conv2d_1a_3x3, net.Conv2d_2a_3x3, net.Conv2d_2b_3x3),
         nn.Sequential(net.maxpool1, net.Conv2d_3b_1x1, net.Conv2d_4a_3x3),
@@ -170,15 +194,65 @@ def _inception_v3_tapped(pretrained: bool) -> TappedBackbone:
     return TappedBackbone(stages, [64, 192, 288, 768, 2048])
 
 
-_BUILDERS: dict[str, Callable[[bool, int], TappedBackbone]] = {
-    "vgg16": lambda p, w: _vgg16_tapped(p, w),
-    "resnet18": lambda p, w: _resnet_tapped("resnet18", p),
-    "resnet34": lambda p, w: _resnet_tapped("resnet34", p),
-    "resnet50": lambda p, w: _resnet_tapped("resnet50", p),
-    "resnet101": lambda p, w: _resnet_tapped("resnet101", p),
-    "mobilenet_v2": lambda p, w: _mobilenet_v2_tapped(p),
-    "densenet161": lambda p, w: _densenet161_tapped(p),
-    "inception_v3": lambda p, w: _inception_v3_tapped(p),
+# The paper's backbones (Tables 2 and 4) that torchvision lacks, by our name → timm model name.
+# MobileNetV1 is width 1.0 at 224 px; timm's ImageNet weights are its own "ra4" training recipe,
+# not the original release. HarDNet has no timm or torchvision implementation.
+TIMM_BACKBONES: dict[str, str] = {"mobilenet_v1": "mobilenetv1_100"}
+# Files a timm model's Hugging Face hub repository stores its weights in, in timm's order.
+_HF_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+
+
+class TimmTappedBackbone(nn.Module):
+    """A timm ``features_only`` model: returns one tap per stride (2, 4, …, 32) like
+    :class:`TappedBackbone`, with the widths timm reports as ``channels``."""
+
+    def __init__(self, features: nn.Module) -> None:
+        super().__init__()
+        self.features = features
+        self.channels = list(features.feature_info.channels())
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        return list(self.features(x))
+
+
+def timm_weights_file(model_name: str, weights_path: str | None = None) -> str:
+    """Local file of a timm model's default ImageNet weights: ``weights_path`` if given, else
+    the copy in the Hugging Face hub cache; never downloads."""
+    what = f"ImageNet weights of timm model '{model_name}'"
+    if weights_path is not None:
+        return _require_weights_file(weights_path, what)
+    hub_id = timm.models.get_pretrained_cfg(model_name).hf_hub_id
+    for filename in _HF_WEIGHT_FILES:
+        cached = try_to_load_from_cache(hub_id, filename)
+        if isinstance(cached, str):
+            return cached
+    raise MissingResourceError(
+        f"{what} are not available offline: they are not in the Hugging Face hub cache "
+        f"(HF_HUB_CACHE / HF_HOME). On a machine with network access run "
+        f"`huggingface-cli download {hub_id}` and copy the cache over, or pass the downloaded "
+        f"'{_HF_WEIGHT_FILES[0]}' as backbone_weights, or build the network with "
+        f"pretrained_backbone=False."
+    )
+
+
+def _timm_tapped(model_name: str, pretrained: bool, weights_path: str | None) -> TimmTappedBackbone:
+    overlay = {"file": timm_weights_file(model_name, weights_path)} if pretrained else None
+    features = timm.create_model(model_name, pretrained=pretrained, features_only=True,
+                                 pretrained_cfg_overlay=overlay)
+    return TimmTappedBackbone(features)
+
+
+Backbone = TappedBackbone | TimmTappedBackbone
+_BUILDERS: dict[str, Callable[[bool, int, str | None], Backbone]] = {
+    "vgg16": _vgg16_tapped,
+    "resnet18": lambda p, w, f: _resnet_tapped("resnet18", p, f),
+    "resnet34": lambda p, w, f: _resnet_tapped("resnet34", p, f),
+    "resnet50": lambda p, w, f: _resnet_tapped("resnet50", p, f),
+    "resnet101": lambda p, w, f: _resnet_tapped("resnet101", p, f),
+    "mobilenet_v2": lambda p, w, f: _mobilenet_v2_tapped(p, f),
+    "densenet161": lambda p, w, f: _densenet161_tapped(p, f),
+    "inception_v3": lambda p, w, f: _inception_v3_tapped(p, f),
+    **{name: (lambda p, w, f, m=model: _timm_tapped(m, p, f)) for name, model in TIMM_BACKBONES.items()},
 }
 
 
@@ -187,13 +261,20 @@ def available_backbones() -> list[str]:
     return sorted(_BUILDERS)
 
 
-def build_tapped_backbone(name: str, pretrained: bool, width_div: int = 1) -> TappedBackbone:
-    """Build a multi-scale encoder; ``width_div`` is only supported for ``vgg16``."""
+def build_tapped_backbone(name: str, pretrained: bool, width_div: int = 1,
+                          weights_path: str | None = None) -> Backbone:
+    """Build a multi-scale encoder; ``width_div`` is only supported for ``vgg16``.
+
+    ``weights_path`` is a local file with the backbone's ImageNet weights (the torchvision or
+    timm checkpoint, ``.pth``/``.bin`` or ``.safetensors``) used instead of the caches.
+    """
     if name not in _BUILDERS:
         raise ValueError(f"unknown backbone '{name}'; available: {available_backbones()}")
     if width_div != 1 and name != "vgg16":
         raise ValueError(f"width_div is only supported for vgg16, not '{name}'")
-    return _BUILDERS[name](pretrained, width_div)
+    if weights_path is not None and not pretrained:
+        raise ValueError("weights_path is a source of pretrained weights: it needs pretrained=True")
+    return _BUILDERS[name](pretrained, width_div, weights_path)
 
 
 # Input normalisations applied inside the networks to [0, 1] images. "reference" is the

@@ -55,6 +55,7 @@ class GroundingNet(nn.Module):
             test models, which cannot load ImageNet weights).
         pretrained_backbone: load torchvision's ImageNet VGG16 weights (from the local cache).
         input_norm: "reference" (mean = std = 0.5, as the released code) or "imagenet".
+        backbone_weights: a local ImageNet VGG16 weights file instead of the torch hub cache.
     """
 
     def __init__(
@@ -64,6 +65,7 @@ class GroundingNet(nn.Module):
         vgg_width_div: int = 1,
         pretrained_backbone: bool = True,
         input_norm: str = "reference",
+        backbone_weights: str | None = None,
     ) -> None:
         super().__init__()
         decoder_channels = decoder_channels or text_dim
@@ -71,7 +73,7 @@ class GroundingNet(nn.Module):
                         "vgg_width_div": vgg_width_div, "input_norm": input_norm}
         self.text_dim = text_dim
         self.normalize = InputNormalize(input_norm)
-        self.encoder = vgg16_features(pretrained_backbone, width_div=vgg_width_div)
+        self.encoder = vgg16_features(pretrained_backbone, width_div=vgg_width_div, weights_path=backbone_weights)
         self.bottleneck = BottleneckBlock(vgg16_channels(width_div=vgg_width_div), text_dim)
         self.up0 = UpBlock(text_dim, decoder_channels)
         self.up1 = UpBlock(decoder_channels, 1, output_block=True)

@@ -46,8 +46,12 @@ class WSOLUNet(nn.Module):
     """U-Net with skip connections; ``forward(images01)`` → B×H×W map in [0, 1].
 
     Args:
-        backbone: one of :func:`wwbl.networks.backbones.available_backbones`.
-        pretrained_backbone: load torchvision's ImageNet weights (from the local cache).
+        backbone: one of :func:`wwbl.networks.backbones.available_backbones` (torchvision's, or
+            timm's feature pyramid for the paper's backbones torchvision lacks: "mobilenet_v1").
+        pretrained_backbone: load the backbone's ImageNet weights (torchvision's from the torch
+            hub cache, timm's from the Hugging Face hub cache; never downloaded).
+        backbone_weights: a local file with those ImageNet weights, used instead of the caches
+            (needs ``pretrained_backbone``; not part of :meth:`config`, like the latter).
         input_norm: "reference" (mean = std = 0.5) or "imagenet".
         max_decoder_channels: cap on the decoder widths.
         vgg_width_div: channel divisor for a tiny VGG16 (tests); vgg16 only.
@@ -60,12 +64,13 @@ class WSOLUNet(nn.Module):
         input_norm: str = "reference",
         max_decoder_channels: int = 512,
         vgg_width_div: int = 1,
+        backbone_weights: str | None = None,
     ) -> None:
         super().__init__()
         self._config = {"backbone": backbone, "input_norm": input_norm,
                         "max_decoder_channels": max_decoder_channels, "vgg_width_div": vgg_width_div}
         self.normalize = InputNormalize(input_norm)
-        self.encoder = build_tapped_backbone(backbone, pretrained_backbone, vgg_width_div)
+        self.encoder = build_tapped_backbone(backbone, pretrained_backbone, vgg_width_div, backbone_weights)
         chans = self.encoder.channels
         width = min(chans[-1], max_decoder_channels)
         self.bottleneck = BottleneckBlock(chans[-1], width)
