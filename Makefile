@@ -13,6 +13,13 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# WWbL (Algorithm 1) on the bundled shapes-world scenes with the shipped small CLIP, BLIP and g,
+# all trained on CPU in this repository (see docs/shapes_report/); offline, a few seconds.
+demo: $(STAMP)
+	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(PY) infer.py --image data/shapes_samples \
+		--checkpoint checkpoints/shapes_g --clip-checkpoint checkpoints/shapes_clip \
+		--captioner checkpoints/shapes_blip --out outputs/demo
+
 test: $(STAMP)
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(PY) -m pytest -q
 

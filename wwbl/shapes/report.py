@@ -27,13 +27,15 @@ import hashlib
 import json
 import logging
 import math
+import shlex
 import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -144,6 +146,7 @@ class ReportSettings:
     seed: int = 0
     batch_size: int = 16
     resume: bool = False
+    g_provenance: str = ""  # how the shipped g was trained (command, budget), quoted in the report
     skip: list[str] = field(default_factory=list)  # parts to leave out: wsg, wwbl, ablation
 
     def split_root(self, split: str) -> str:
@@ -343,7 +346,7 @@ def train_arm(s: ReportSettings, arm: str, overrides: list[str]) -> dict[str, An
         return json.loads((root / "train.json").read_text(encoding="utf-8"))
     shutil.rmtree(root, ignore_errors=True)
     minutes = s.ablation_max_minutes
-    max_time = f"00:{int(minutes // 60):02d}:{int(minutes % 60):02d}:{int(round(minutes * 60)) % 60:02d}"
+    max_time = f"00:{int(minutes // 60):02d}:{int(minutes % 60):02d}:{round(minutes * 60) % 60:02d}"
     command = [sys.executable, "train.py", "--config", s.g_config, "--seed_everything", str(s.seed),
                "--trainer.max_epochs", "1", "--trainer.limit_train_batches", str(s.ablation_steps),
                "--trainer.limit_val_batches", str(s.ablation_val_batches), "--trainer.max_time", max_time,
@@ -352,7 +355,7 @@ def train_arm(s: ReportSettings, arm: str, overrides: list[str]) -> dict[str, An
                "--data.init_args.root", str(Path(s.data) / "coco"),
                "--data.init_args.val_root", s.split_root("test"), *overrides]
     log.info("ablation %s: %s", arm, " ".join(command))
-    done, seconds = _timed(lambda: subprocess.run(command, capture_output=True, text=True))
+    done, seconds = _timed(lambda: subprocess.run(command, capture_output=True, text=True, check=False))
     (root / "train.log").parent.mkdir(parents=True, exist_ok=True)
     (root / "train.log").write_text(done.stdout + done.stderr, encoding="utf-8")
     if done.returncode != 0:
@@ -362,7 +365,7 @@ def train_arm(s: ReportSettings, arm: str, overrides: list[str]) -> dict[str, An
         raise RuntimeError(f"ablation training {arm} wrote no last.ckpt; see {root / 'train.log'}")
     steps = int(torch.load(checkpoint, map_location="cpu", weights_only=True).get("global_step", -1))
     export_cmd = [sys.executable, "-m", "wwbl.export", "--ckpt", str(checkpoint), "--out", str(export)]
-    exported = subprocess.run(export_cmd, capture_output=True, text=True)
+    exported = subprocess.run(export_cmd, capture_output=True, text=True, check=False)
     if exported.returncode != 0:
         raise RuntimeError(f"export of ablation arm {arm} failed: {exported.stderr[-2000:]}")
     info = {"command": " ".join(command[1:]).replace(sys.executable, "python"), "train_seconds": seconds,
@@ -460,8 +463,8 @@ def environment() -> dict[str, Any]:
             packages[name] = version(name)
         except PackageNotFoundError:
             packages[name] = None
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
-    dirty = bool(subprocess.run(["git", "status", "--porcelain"], capture_output=True, text=True).stdout.strip())
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=False).stdout.strip()
+    dirty = bool(subprocess.run(["git", "status", "--porcelain"], capture_output=True, text=True, check=False).stdout.strip())
     cpu = next((line.split(":", 1)[1].strip() for line in _read_lines("/proc/cpuinfo") if line.startswith("model name")),
                platform.processor())
     import os
@@ -571,6 +574,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ablation-max-minutes", type=float, default=defaults.ablation_max_minutes)
     p.add_argument("--seed", type=int, default=defaults.seed)
     p.add_argument("--batch-size", type=int, default=defaults.batch_size, help="evaluation images per batch")
+    p.add_argument("--g-provenance", default="", help="how the evaluated g was trained (quoted in the report)")
     p.add_argument("--resume", action="store_true", help="reuse finished runs under --work")
     p.add_argument("--skip", action="append", default=[], choices=("wsg", "wwbl", "ablation"))
     return p
@@ -586,7 +590,7 @@ def main(argv: list[str] | None = None) -> int:
         report = build_report(settings)
     except (MissingResourceError, ValueError) as err:
         raise SystemExit(f"error: {err}")
-    report["command"] = "python -m wwbl.shapes.report " + " ".join(argv if argv is not None else sys.argv[1:])
+    report["command"] = "python -m wwbl.shapes.report " + shlex.join(argv if argv is not None else sys.argv[1:])
     out = Path(settings.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "report.json").write_text(json.dumps(report, indent=2, default=str) + "\n", encoding="utf-8")

@@ -44,12 +44,12 @@ def metric_table(rows: dict[str, dict[str, Any]], titles: dict[str, str], keys: 
                  extra_first: tuple[str, ...] = ()) -> list[str]:
     names = {"pointing": "point", "bbox_acc": "box", "acc_iou": "Acc@0.5"}
     header = ["method", *extra_first]
-    for split in SPLIT_TITLES:
-        header += [f"{SPLIT_TITLES[split]} {names[k]}" for k in keys]
+    for split, title in SPLIT_TITLES.items():
+        header += [f"{title} {names[k]}" for k in keys]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for label, row in rows.items():
         cells = [titles.get(label, label), *[str(row.get(x, "")) for x in extra_first]]
-        for split in SPLIT_TITLES:
+        for split, title in SPLIT_TITLES.items():
             cells += [_cell(row.get(split), k) for k in keys]
         lines.append("| " + " | ".join(cells) + " |")
     return lines
@@ -60,11 +60,11 @@ def _errors(rows: dict[str, dict[str, Any]]) -> list[str]:
     for label, row in rows.items():
         if "error" in row:
             out.append(f"- `{label}` failed: {row['error']}")
-        for split in SPLIT_TITLES:
+        for split, title in SPLIT_TITLES.items():
             if isinstance(row.get(split), dict) and "error" in row[split]:
-                out.append(f"- `{label}` on {SPLIT_TITLES[split]} failed: {row[split]['error']}")
+                out.append(f"- `{label}` on {title} failed: {row[split]['error']}")
             if isinstance(row.get(split), dict) and "missing" in row[split]:
-                out.append(f"- `{label}` on {SPLIT_TITLES[split]} not run: {row[split]['missing']}")
+                out.append(f"- `{label}` on {title} not run: {row[split]['missing']}")
     return out
 
 
@@ -83,7 +83,8 @@ def render_models(report: dict[str, Any]) -> list[str]:
                      f"({blip.get('train_steps')} steps, {blip.get('train_minutes')} min).")
     if g:
         lines.append(f"- g `{report['settings']['g_checkpoint']}`: {g.get('architecture')} {g.get('kwargs')}, input "
-                     f"{g.get('input_size')} px, text prefix '{g.get('text_prefix')}', CLIP {g.get('clip')}.")
+                     f"{g.get('input_size')} px, text prefix '{g.get('text_prefix')}', CLIP {g.get('clip')}."
+                     + (f" Trained: {report['settings']['g_provenance']}" if report["settings"].get("g_provenance") else ""))
     else:
         lines.append(f"- g `{report['settings']['g_checkpoint']}`: **absent** — the g rows below are not measured.")
     return lines + [""]
@@ -105,11 +106,11 @@ def render_world(report: dict[str, Any]) -> list[str]:
     if world.get("heldout_combos"):
         lines += ["", "Held-out colour-shape combinations (never in g's training captions; the open-world split "
                   "annotates only these): " + ", ".join(f"*{c}*" for c in world["heldout_combos"]) + "."]
-    lines += ["", "| split | images (all) | entities (all) | images evaluated, WSG | entities evaluated, WSG | "
-              "images evaluated, WWbL |", "|---|---|---|---|---|---|"]
-    for split in SPLIT_TITLES:
+    lines += ["", ("| split | images (all) | entities (all) | images evaluated, WSG | entities evaluated, WSG | "
+              "images evaluated, WWbL |"), "|---|---|---|---|---|---|"]
+    for split, title in SPLIT_TITLES.items():
         w = world.get(split, {})
-        lines.append(f"| {SPLIT_TITLES[split]} | {w.get('images_total')} | {w.get('items_total')} | "
+        lines.append(f"| {title} | {w.get('images_total')} | {w.get('items_total')} | "
                      f"{w.get('images_wsg')} (first {s['limit']}) | {w.get('items_wsg')} | "
                      f"{w.get('images_wwbl')} (first {s['wwbl_limit']}) |")
     return lines + [""]
@@ -118,9 +119,9 @@ def render_world(report: dict[str, Any]) -> list[str]:
 def render_wsg(report: dict[str, Any]) -> list[str]:
     wsg = report["wsg"]
     lines = ["## Weakly supervised phrase grounding (WSG)", "",
-             "Pointing accuracy (argmax inside the GT box) and box accuracy (union of the predicted boxes vs. the "
+             ("Pointing accuracy (argmax inside the GT box) and box accuracy (union of the predicted boxes vs. the "
              "GT, IoU ≥ 0.5; boxes by the paper's rule `wsg_boxes(mode='paper')` unless a method has its own), in %. "
-             "Acc@0.5 is the best-scoring box alone (IoU > 0.5, ZSGNet / Adapting CLIP).", ""]
+             "Acc@0.5 is the best-scoring box alone (IoU > 0.5, ZSGNet / Adapting CLIP)."), ""]
     lines += metric_table(wsg["rows"], ROW_TITLES, ("pointing", "bbox_acc", "acc_iou"))
     sigma = wsg["centre_sigma"]
     lines += ["", f"The centre baseline's width σ = {sigma:.2f} × side was chosen on the **val** split by box "
@@ -149,22 +150,22 @@ def render_claim(report: dict[str, Any]) -> list[str]:
     """Does g beat the GAE map it learns from (the paper: +10 box accuracy)? With diagnostics."""
     rows = report["wsg"]["rows"]
     lines = ["## Does g beat its GAE teacher?", "",
-             "The paper reports that g's box accuracy exceeds that of the relevancy map it is trained against "
-             "(L_rmap) by about 10 points on Flickr30k, ReferIt and Visual Genome.", ""]
-    for split in SPLIT_TITLES:
+             ("The paper reports that g's box accuracy exceeds that of the relevancy map it is trained against "
+             "(L_rmap) by about 10 points on Flickr30k, ReferIt and Visual Genome."), ""]
+    for split, title in SPLIT_TITLES.items():
         box, point = _delta(rows, split, "bbox_acc"), _delta(rows, split, "pointing")
         if box is None:
-            lines.append(f"- {SPLIT_TITLES[split]}: not measured (a run failed).")
+            lines.append(f"- {title}: not measured (a run failed).")
             continue
         verdict = ("reproduced (≥ +10)" if box >= 10 else "g is better, but by less than the paper's +10" if box > 0
                    else "**not reproduced**: g does not beat GAE")
-        lines.append(f"- {SPLIT_TITLES[split]}: box accuracy g − GAE = {box:+.1f} points, pointing "
+        lines.append(f"- {title}: box accuracy g − GAE = {box:+.1f} points, pointing "
                      f"{point:+.1f} points — {verdict}.")
     diag = report.get("diagnostics", {})
     if diag:
         lines += ["", "Diagnostics of the evaluated boxes (same items as the table):", "",
-                  "| source | split | no box | boxes / item | median area pred/GT | pred > 2× GT | pred < ½ GT | "
-                  "point hit, box miss | box acc small / medium / large (items) |", "|---|---|---|---|---|---|---|---|---|"]
+                  ("| source | split | no box | boxes / item | median area pred/GT | pred > 2× GT | pred < ½ GT | "
+                  "point hit, box miss | box acc small / medium / large (items) |"), "|---|---|---|---|---|---|---|---|---|"]
         for label, per_split in diag.items():
             for split, d in per_split.items():
                 sizes = " / ".join(f"{pct(b['bbox_acc'])} ({b['items']})" for b in d["by_size"].values())
@@ -187,7 +188,7 @@ def _get(d: dict[str, Any], *keys: str) -> Any:
 
 def analysis(report: dict[str, Any]) -> list[str]:
     """Bullet points interpreting the measured numbers (each sentence is conditioned on them)."""
-    rows, out = report["wsg"]["rows"], []
+    out: list[str] = []
     val = report["wsg"].get("teacher_val", {})
     last, every = _get(val, "gae", "bbox_acc"), _get(val, "gae_all_blocks", "bbox_acc")
     if last is not None and every is not None:
@@ -201,13 +202,13 @@ def analysis(report: dict[str, Any]) -> list[str]:
                       "ViT-B/32: 12), and its last block alone carries little of the localisation; g learns to imitate "
                       "that weaker map." if every - last >= 0.05 else ""))
     diag = report.get("diagnostics", {})
-    for split in SPLIT_TITLES:
+    for split, title in SPLIT_TITLES.items():
         g, t = _get(diag, "g", split), _get(diag, "gae", split)
         if not g or not t:
             continue
         shape = ("larger" if g["median_area_ratio"] > 1.5 * t["median_area_ratio"] else
                  "smaller" if g["median_area_ratio"] < t["median_area_ratio"] / 1.5 else "similar")
-        out.append(f"- **Boxes, {SPLIT_TITLES[split]}.** g's boxes are on median {g['median_area_ratio']:.2f}× the GT area "
+        out.append(f"- **Boxes, {title}.** g's boxes are on median {g['median_area_ratio']:.2f}× the GT area "
                    f"({pct(g['too_large'])} % more than twice it, {pct(g['too_small'])} % less than half), GAE's "
                    f"{t['median_area_ratio']:.2f}× ({pct(t['too_large'])} % / {pct(t['too_small'])} %): g's are {shape}. "
                    f"g puts the argmax on the object but misses the box for {pct(g['point_hit_box_miss'])} % of the "
@@ -247,10 +248,10 @@ def render_wwbl(report: dict[str, Any]) -> list[str]:
     lines += metric_table(wwbl["rows"], {"g": "Algorithm 1 with **g**", "gae": "Algorithm 1 with GAE"})
     empty = []
     for label, row in wwbl["rows"].items():
-        for split in SPLIT_TITLES:
+        for split, title in SPLIT_TITLES.items():
             r = row.get(split) or {}
             if "empty_images" in r:
-                empty.append(f"{label} / {SPLIT_TITLES[split]}: {r['empty_images']} of {r['images']}")
+                empty.append(f"{label} / {title}: {r['empty_images']} of {r['images']}")
     if empty:
         lines += ["", "Images with no prediction at all: " + "; ".join(empty) + "."]
     lines += _errors(wwbl["rows"])
@@ -260,24 +261,34 @@ def render_wwbl(report: dict[str, Any]) -> list[str]:
 def render_ablation(report: dict[str, Any]) -> list[str]:
     ab = report["ablation"]
     lines = ["## Loss ablation (WWbL Table 5 in miniature)", "",
-             f"g retrained from scratch for each row with `train.py --config {report['settings']['g_config']}` and the "
-             f"overrides shown, all with seed {ab['seed']} and the same budget: {ab['steps']} SGD steps (one "
-             f"truncated epoch, `--trainer.limit_train_batches {ab['steps']}`; safety cap {ab['max_minutes_cap']} min), "
-             "then exported and evaluated exactly like the shipped g. These are short runs, far shorter than the "
-             "shipped g's training, so compare rows with each other, not with the table above.", ""]
+             (f"g retrained from scratch for each row with `train.py --config {report['settings']['g_config']}` and the "
+             f"overrides shown, all with seed {ab['seed']} and the same budget: one epoch capped at {ab['steps']} "
+             f"batches (`--trainer.max_epochs 1 --trainer.limit_train_batches {ab['steps']}`, batch 32; the steps "
+             f"actually taken are in the table; safety cap {ab['max_minutes_cap']} min), "
+             "then exported and evaluated exactly like the shipped g (same seed, so an arm with the shipped g's "
+             "settings and step count reproduces it exactly)."), ""]
     rows = {arm: {"overrides": " ".join(r["overrides"]) or "(none)", "steps": r.get("steps", "–"),
                   "train s": r.get("train_seconds", "–"), **{k: r.get(k) for k in SPLIT_TITLES}}
             for arm, r in ab["rows"].items()}
     titles = {arm: r["description"] for arm, r in ab["rows"].items()}
     lines += metric_table(rows, titles, ("pointing", "bbox_acc"), extra_first=("overrides", "steps", "train s"))
     lines += _errors(ab["rows"])
+    chance = _get(report, "wsg", "rows", "random", "test", "pointing")
+    measured = [r["test"]["pointing"] for r in ab["rows"].values() if "pointing" in (r.get("test") or {})]
+    if chance is not None and measured and max(measured) <= chance:
+        lines += ["", (f"**Inconclusive at this budget:** no arm points better than the random baseline "
+                  f"({pct(chance)} % on the held-out test) after {ab['steps']} steps, so the rows cannot rank the losses. "
+                  "A conclusive ablation needs each arm trained about as long as the shipped g (four such trainings "
+                  "exceed this report's time budget on two shared CPU cores); run it with `--ablation-steps`.")]
     return lines + [""]
 
 
 def render_reproduction(report: dict[str, Any]) -> list[str]:
     env = report["environment"]
     lines = ["## Reproduction", "", "```bash", report.get("command", "python -m wwbl.shapes.report"), "```", "",
-             f"Started {report['started_utc']} UTC, total wall clock {report['wall_clock_seconds'] / 60:.1f} min on "
+             f"Started {report['started_utc']} UTC; this invocation took {report['wall_clock_seconds'] / 60:.1f} min"
+             + (" (`--resume`: finished runs were rescored from their records, not recomputed)" if report["settings"]["resume"]
+                else "") + f"; the runs themselves took {sum(report['timings_seconds'].values()) / 60:.1f} min in total, on "
              f"{env['cpu']} ({env['cpu_count']} cores, {env['torch_threads']} torch threads, GPU: {env['gpu']}; the "
              "machine was shared with other jobs, so times are indicative). Python " + env["python"] + ", " +
              ", ".join(f"{k} {v}" for k, v in env["packages"].items() if v) +
@@ -288,19 +299,19 @@ def render_reproduction(report: dict[str, Any]) -> list[str]:
         for label, row in report.get(section, {}).get("rows", {}).items():
             if section == "ablation" and "command" in row:
                 lines.append(f"- ablation `{label}` training ({row.get('train_seconds')} s): `python {row['command']}`")
-            for split in SPLIT_TITLES:
+            for split, title in SPLIT_TITLES.items():
                 r = row.get(split)
                 if isinstance(r, dict) and "command" in r:
-                    lines.append(f"- {section} `{label}` / {SPLIT_TITLES[split]} ({r['seconds']} s): `{r['command']}`")
+                    lines.append(f"- {section} `{label}` / {title} ({r['seconds']} s): `{r['command']}`")
     return lines + [""]
 
 
 def render_markdown(report: dict[str, Any]) -> str:
     lines = ["# Shapes-world benchmark report", "",
-             "Generated by `python -m wwbl.shapes.report` — do not edit by hand. All models are the small ones "
+             ("Generated by `python -m wwbl.shapes.report` — do not edit by hand. All models are the small ones "
              "trained offline on the shapes world (CLIP `checkpoints/shapes_clip`, BLIP `checkpoints/shapes_blip`, "
              "g `checkpoints/shapes_g`); all numbers come from the real loaders and `python -m wwbl.evaluation`'s "
-             "code. The raw numbers are in `report.json`.", ""]
+             "code. The raw numbers are in `report.json`."), ""]
     lines += render_models(report) + render_world(report)
     if "wsg" in report:
         lines += render_wsg(report) + render_claim(report)

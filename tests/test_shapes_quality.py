@@ -1,0 +1,138 @@
+"""Quality regression tests of the shipped shapes-world models (checkpoints/shapes_{clip,g,blip}).
+
+A small fixed test set is written deterministically (seed 0 world of configs/shapes/world.yaml,
+the first scenes of the held-out ``test`` split and of the ``openworld`` split) in the
+Flickr30k Entities layout, read back by the real loader and scored by the real evaluation code
+(``wwbl.evaluation.run_evaluation``). Each threshold sits below the value measured on this exact
+set when the models were shipped (stated next to it) with a margin for numerical drift across
+platforms and library versions; a model that regresses by more than the margin fails.
+
+Skipped only when the shipped checkpoints are absent.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+CLIP_DIR = REPO / "checkpoints" / "shapes_clip"
+G_DIR = REPO / "checkpoints" / "shapes_g"
+BLIP_DIR = REPO / "checkpoints" / "shapes_blip"
+WORLD_CONFIG = REPO / "configs" / "shapes" / "world.yaml"
+SCENES = 60  # per split; the Flickr loader keeps the entities covering > 5 % of the image
+
+_missing = [str(p.relative_to(REPO)) for p in (CLIP_DIR / "open_clip_model.safetensors", G_DIR / "config.json",
+                                               BLIP_DIR / "config.json") if not p.is_file()]
+pytestmark = pytest.mark.skipif(bool(_missing), reason=f"shipped shapes-world models absent: {', '.join(_missing)}")
+
+
+@pytest.fixture(scope="module")
+def world():
+    from wwbl.shapes.config import load_world_config
+    from wwbl.shapes.generator import ShapesWorld
+
+    config, _ = load_world_config(str(WORLD_CONFIG))
+    return ShapesWorld(config)
+
+
+@pytest.fixture(scope="module")
+def benchmark(world, tmp_path_factory):
+    """The fixed test set in the Flickr30k Entities layout: ``{split: root}``."""
+    from wwbl.shapes.writers import write_flickr
+
+    root = tmp_path_factory.mktemp("shapes_quality")
+    write_flickr(world, str(root / "test"), {"test": SCENES})
+    write_flickr(world, str(root / "openworld"), {"openworld": SCENES}, names={"openworld": "test"})
+    return {"test": str(root / "test"), "openworld": str(root / "openworld")}
+
+
+@pytest.fixture(scope="module")
+def clip():
+    from wwbl.clip import FrozenCLIP
+
+    return FrozenCLIP("shapes-vit", pretrained=None, checkpoint=str(CLIP_DIR))
+
+
+def _wsg(benchmark, split, out, label, extractor):
+    from wwbl.evaluation.evaluate import EvalSettings, run_evaluation
+
+    settings = EvalSettings(task="wsg", dataset="flickr30k", root=benchmark[split], out=str(out / f"{label}_{split}"),
+                            method=label, clip_model="shapes-vit", clip_pretrained=None,
+                            clip_checkpoint=str(CLIP_DIR), batch_size=32, progress=False)
+    results = run_evaluation(settings, extractor=extractor)
+    assert results["skipped"] == 0 and results["images"] == results["images_total"] > 0
+    return results["metrics"]
+
+
+@pytest.fixture(scope="module")
+def scores(benchmark, clip, tmp_path_factory):
+    """WSG metrics of g, GAE and the random baseline on both splits (computed once)."""
+    from wwbl.extractors.base import build_extractor
+    from wwbl.extractors.network_g import NetworkGExtractor
+    from wwbl.shapes.report import RandomBlobBaseline
+
+    out = tmp_path_factory.mktemp("shapes_quality_runs")
+    sources = {"g": NetworkGExtractor.from_export(str(G_DIR), clip=clip, images_per_batch=32),
+               "gae": build_extractor("gae", clip, images_per_batch=32),
+               "random": RandomBlobBaseline(clip, seed=0, images_per_batch=32)}
+    return {(label, split): _wsg(benchmark, split, out, label, source)
+            for label, source in sources.items() for split in benchmark}
+
+
+# (pointing, box accuracy) floors. Measured on this set with the shipped models (2026-11-23):
+#   g   test      pointing 0.252, box 0.000 (131 entities)   -> floor 0.15 (box: nothing to guard, see below)
+#   g   openworld pointing 0.182, box 0.000 (44 entities)    -> floor 0.09
+#   gae test      pointing 0.359, box 0.076                  -> floors 0.27, 0.03
+#   gae openworld pointing 0.500, box 0.068                  -> floors 0.36, 0.02
+#   random        pointing 0.153 / 0.136, box 0.023 / 0.023
+# The shipped g (15 min of CPU training) finds no box with IoU >= 0.5 on this set, so its box
+# floor is 0 and only the pointing floors guard it (docs/shapes_report explains why).
+THRESHOLDS = {
+    ("g", "test"): (0.15, 0.0),
+    ("g", "openworld"): (0.09, 0.0),
+    ("gae", "test"): (0.27, 0.03),
+    ("gae", "openworld"): (0.36, 0.02),
+}
+
+
+@pytest.mark.parametrize("source,split", sorted(THRESHOLDS))
+def test_grounding_accuracy_stays_above_shipped_level(scores, source, split):
+    pointing, box = THRESHOLDS[(source, split)]
+    metrics = scores[(source, split)]
+    assert metrics["items"] >= 30  # enough entities for the margins below to mean something
+    assert metrics["pointing"] >= pointing, f"{source} pointing on {split} regressed: {metrics}"
+    assert metrics["bbox_acc"] >= box, f"{source} box accuracy on {split} regressed: {metrics}"
+
+
+def test_g_points_better_than_chance(scores):
+    """On seen combinations g must beat the random-point baseline (measured: 0.252 vs 0.153)."""
+    assert scores[("g", "test")]["pointing"] >= scores[("random", "test")]["pointing"] + 0.05
+
+
+def test_blip_names_the_object_of_a_crop(world):
+    """The shipped BLIP captions a crop around one object with its exact phrase ('a red circle')."""
+    from PIL import Image
+
+    from wwbl.inference.captioner import BlipCaptioner
+
+    captioner = BlipCaptioner.from_pretrained(str(BLIP_DIR), "cpu")
+    crops, targets = [], []
+    for index in range(12):
+        scene = world.scene("test", index)
+        image = Image.fromarray(scene.image)
+        for obj in scene.objects:
+            x0, y0, x1, y1 = obj.box
+            pad = max(2, (x1 - x0) // 5)  # a loose crop, like a proposal around the object
+            crops.append(image.crop((max(0, x0 - pad), max(0, y0 - pad), x1 + 1 + pad, y1 + 1 + pad)))
+            targets.append(obj.phrase)
+    captions = [c.strip().removeprefix("a ").removeprefix("an ") for c in captioner.caption(crops)]
+    exact = torch.tensor([c == t for c, t in zip(captions, targets)], dtype=torch.float32).mean().item()
+    colour = torch.tensor([c.split(" ")[:1] == t.split(" ")[:1] for c, t in zip(captions, targets)],
+                          dtype=torch.float32).mean().item()
+    examples = list(zip(captions, targets))[:5]
+    assert len(crops) >= 40
+    # Measured with the shipped BLIP: exact phrase 0.163 (8 of 49 crops), colour word 1.000 (49 of 49).
+    assert exact >= 0.08, f"BLIP exact-match accuracy {exact:.3f}; examples: {examples}"
+    assert colour >= 0.85, f"BLIP colour accuracy {colour:.3f}; examples: {examples}"
