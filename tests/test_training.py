@@ -214,3 +214,25 @@ def test_a_few_steps_on_one_batch_reduce_the_loss():
         optimizer.step()
         losses.append(loss.item())
     assert sum(losses[-5:]) / 5 < 0.9 * sum(losses[:5]) / 5
+
+
+def test_shapes_stage_c_config_trains_g_against_the_shipped_clip(tmp_path):
+    """Smoke run of the shapes world's stage (c): configs/shapes/g.yaml as shipped (its frozen small
+    CLIP from checkpoints/), on a tiny world written in the real COCO / Flickr30k layouts."""
+    from wwbl.shapes import ShapesWorld, WorldConfig
+    from wwbl.shapes.writers import write_coco, write_flickr
+
+    world = ShapesWorld(WorldConfig())
+    write_coco(world, str(tmp_path / "coco"), "train", 4)
+    write_flickr(world, str(tmp_path / "flickr30k"), {"val": 2})
+    cli = train.main([
+        "--config", str(REPO / "configs" / "shapes" / "g.yaml"),
+        "--model.clip_checkpoint", str(REPO / "checkpoints" / "shapes_clip"),
+        "--data.root", str(tmp_path / "coco"), "--data.val_root", str(tmp_path / "flickr30k"),
+        "--data.batch_size", "2", "--data.num_workers", "0", "--data.val_batch_size", "2",
+        "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "1", "--trainer.limit_val_batches", "1",
+        "--trainer.num_sanity_val_steps", "0", "--trainer.log_every_n_steps", "1",
+        "--trainer.enable_model_summary", "false", "--trainer.default_root_dir", str(tmp_path / "run"),
+    ])
+    check_run(cli, ["val/pointing_acc", "val/box_acc"])
+    assert cli.model.clip.spec["checkpoint"].endswith("shapes_clip")
