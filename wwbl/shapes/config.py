@@ -2,13 +2,15 @@
 from __future__ import annotations
 
 import math
-from dataclasses import fields
-from typing import Any
+from dataclasses import fields, replace
+from typing import Any, TypeVar
 
 import yaml
 
 from wwbl.errors import AnnotationError, MissingResourceError
 from wwbl.shapes.generator import WorldConfig
+
+StageConfig = TypeVar("StageConfig")
 
 
 def read_yaml(path: str) -> dict[str, Any]:
@@ -52,3 +54,15 @@ def budgeted_lr(step: int, minutes: float, lr: float, warmup_steps: int, steps: 
     if max_minutes > 0:
         progress = max(progress, minutes / max_minutes)
     return lr * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def load_stage_config(path: str, overrides: dict[str, Any], default: StageConfig) -> tuple[WorldConfig, StageConfig]:
+    """World + training-stage config from YAML (``world:``, ``train:``) with command-line overrides
+    (None values are ignored) applied to the dataclass instance ``default``."""
+    data = read_yaml(path)
+    section = {**(data.get("train") or {}), **{k: v for k, v in overrides.items() if v is not None}}
+    known = {f.name for f in fields(default)}
+    unknown = set(section) - known
+    if unknown:
+        raise ValueError(f"unknown train config keys {sorted(unknown)}; known: {sorted(known)}")
+    return world_config_from(data.get("world")), replace(default, **section)

@@ -26,7 +26,7 @@ import logging
 import os
 import string
 import time
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -38,7 +38,7 @@ from transformers import (BertTokenizerFast, BlipConfig, BlipForConditionalGener
                           BlipProcessor)
 
 from wwbl.shapes.captions import COUNT_WORDS, crop_caption
-from wwbl.shapes.config import budgeted_lr, read_yaml, world_config_from
+from wwbl.shapes.config import budgeted_lr, load_stage_config
 from wwbl.shapes.generator import BACKGROUNDS, SPLIT_CODES, ShapesWorld, WorldConfig
 
 log = logging.getLogger(__name__)
@@ -271,17 +271,6 @@ def save(model: BlipForConditionalGeneration, processor: BlipProcessor, metrics:
         json.dump({"metrics": metrics, "train": asdict(cfg), "world": asdict(world_cfg)}, f, indent=2)
 
 
-def load_train_config(path: str, overrides: dict[str, Any]) -> tuple[WorldConfig, BlipTrainConfig]:
-    """World + stage (b) config from YAML (``world:``, ``train:``), with command-line overrides."""
-    data = read_yaml(path)
-    section = {**(data.get("train") or {}), **{k: v for k, v in overrides.items() if v is not None}}
-    known = {f.name for f in fields(BlipTrainConfig)}
-    unknown = set(section) - known
-    if unknown:
-        raise ValueError(f"unknown train config keys {sorted(unknown)}; known: {sorted(known)}")
-    return world_config_from(data.get("world")), replace(BlipTrainConfig(), **section)
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Stage (b): train the small shapes-world BLIP captioner.")
     parser.add_argument("--config", default="configs/shapes/blip.yaml")
@@ -294,7 +283,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--lr", type=float)
     parser.add_argument("--warmup-steps", dest="warmup_steps", type=int)
     args = parser.parse_args(argv)
-    world_cfg, cfg = load_train_config(args.config, {k: v for k, v in vars(args).items() if k != "config"})
+    world_cfg, cfg = load_stage_config(args.config, {k: v for k, v in vars(args).items() if k != "config"}, BlipTrainConfig())
     train(world_cfg, cfg)
 
 

@@ -27,7 +27,7 @@ import logging
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +39,7 @@ from safetensors.torch import load_file, save_file
 from torch.utils.data import DataLoader, Dataset
 
 from wwbl.shapes.captions import format_caption, image_caption, with_article
-from wwbl.shapes.config import budgeted_lr, read_yaml, world_config_from
+from wwbl.shapes.config import budgeted_lr, load_stage_config
 from wwbl.shapes.generator import SPLIT_CODES, Scene, ShapesWorld, WorldConfig
 
 log = logging.getLogger(__name__)
@@ -273,17 +273,6 @@ def train(world_cfg: WorldConfig, cfg: ClipTrainConfig) -> dict[str, float]:
     return metrics
 
 
-def load_train_config(path: str, overrides: dict[str, Any]) -> tuple[WorldConfig, ClipTrainConfig]:
-    """World + stage (a) config from YAML (``world:``, ``train:``), with command-line overrides."""
-    data = read_yaml(path)
-    section = {**(data.get("train") or {}), **{k: v for k, v in overrides.items() if v is not None}}
-    known = {f.name for f in fields(ClipTrainConfig)}
-    unknown = set(section) - known
-    if unknown:
-        raise ValueError(f"unknown train config keys {sorted(unknown)}; known: {sorted(known)}")
-    return world_config_from(data.get("world")), replace(ClipTrainConfig(), **section)
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Stage (a): train the small shapes-world CLIP.")
     parser.add_argument("--config", default="configs/shapes/clip.yaml")
@@ -295,7 +284,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--lr", type=float)
     parser.add_argument("--warmup-steps", dest="warmup_steps", type=int)
     args = parser.parse_args(argv)
-    world_cfg, cfg = load_train_config(args.config, {k: v for k, v in vars(args).items() if k != "config"})
+    world_cfg, cfg = load_stage_config(args.config, {k: v for k, v in vars(args).items() if k != "config"}, ClipTrainConfig())
     train(world_cfg, cfg)
 
 
