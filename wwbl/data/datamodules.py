@@ -42,6 +42,11 @@ class _TrainingDataModule(L.LightningDataModule):
         self.train_set: Dataset | None = None
         self.val_set: Dataset | None = None
 
+    @property
+    def image_size(self) -> int:
+        """g's input side; `train.py` links it to `model.input_size`."""
+        return self.hparams.image_size
+
     def train_dataloader(self) -> DataLoader:
         if self.train_set is None:
             self.setup("fit")
@@ -105,10 +110,6 @@ class GroundingDataModule(_TrainingDataModule):
             raise ValueError("word_dropout applies to COCO captions only")
         self.save_hyperparameters()
 
-    @property
-    def image_size(self) -> int:
-        return self.hparams.image_size
-
     def setup(self, stage: str) -> None:
         hp = self.hparams
         if stage == "fit" and self.train_set is None:
@@ -155,10 +156,6 @@ class WSOLDataModule(_TrainingDataModule):
     ) -> None:
         super().__init__(batch_size, num_workers, val_batch_size, has_val_data=validate)
         self.save_hyperparameters()
-
-    @property
-    def image_size(self) -> int:
-        return self.hparams.image_size
 
     def setup(self, stage: str) -> None:
         hp = self.hparams

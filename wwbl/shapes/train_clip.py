@@ -284,7 +284,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--lr", type=float)
     parser.add_argument("--warmup-steps", dest="warmup_steps", type=int)
     args = parser.parse_args(argv)
-    world_cfg, cfg = load_stage_config(args.config, {k: v for k, v in vars(args).items() if k != "config"}, ClipTrainConfig())
+    overrides = {k: v for k, v in vars(args).items() if k != "config"}
+    world_cfg, cfg = load_stage_config(args.config, overrides, ClipTrainConfig())
     train(world_cfg, cfg)
 
 
