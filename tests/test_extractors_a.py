@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from wwbl.clip import FrozenCLIP
-from wwbl.extractors import available_extractors, build_extractor
+from wwbl.extractors import HeatmapExtractor, available_extractors, build_extractor
 from wwbl.extractors.clip_surgery import surgery_tokens
 from wwbl.extractors.clip_text_span import cls_decomposition
 from wwbl.extractors.gem import gem_tokens, self_self_attention
@@ -238,7 +238,8 @@ def test_registry_builds_each_name(vit_clip, rn_clip):
     names = set(available_extractors())
     assert set(MY_EXTRACTORS + ("gradcam", "g")) <= names
     for name in MY_EXTRACTORS + ("gradcam",):
-        assert _build(name, vit_clip, rn_clip) is not None
+        built = _build(name, vit_clip, rn_clip)
+        assert isinstance(built, HeatmapExtractor) and built.name == name
     for name in ("gem", "clip_surgery", "gae", "clip_text_span"):
         with pytest.raises(ValueError):
             build_extractor(name, rn_clip)
