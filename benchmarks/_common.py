@@ -173,27 +173,3 @@ def random_blip_captioner(device: torch.device, settings=None):
     model = BlipForConditionalGeneration(config).to(device).eval()
     processor = BlipProcessor(BlipImageProcessor(size={"height": 384, "width": 384}), tokenizer)
     return BlipCaptioner(model, processor, settings)
-
-
-# -- prototype of a proposed FrozenCLIP change (timed, not used by the library) ---------------------------
-@torch.no_grad()
-def encode_text_truncated(clip, phrases: list[str]) -> torch.Tensor:
-    """CLIP text embeddings with the context cut to the batch's longest token sequence.
-
-    For a causal text tower pooled at the end-of-text token (open_clip's CLIP, `text_pool_type`
-    "argmax"/"eos") the padding after the longest sequence cannot influence any pooled token, so the
-    result equals `encode_text` up to float rounding while a ~10-token caption costs ~1/7 of the
-    77-token context. Benchmarks time it to size the change proposed for `FrozenCLIP.encode_text`.
-    """
-    from open_clip.transformer import text_global_pool
-
-    model = clip.model
-    tokens = clip.tokenize(phrases)
-    length = int((tokens != 0).sum(dim=1).max())  # open_clip pads with 0 after the end-of-text token
-    tokens = tokens[:, :length]
-    x = model.token_embedding(tokens) + model.positional_embedding[:length]
-    x = model.ln_final(model.transformer(x, attn_mask=model.attn_mask[:length, :length]))
-    pooled = text_global_pool(x, tokens, model.text_pool_type, eos_token_id=getattr(model, "text_eos_id", None))
-    projection = model.text_projection
-    pooled = pooled @ projection if isinstance(projection, torch.Tensor) else projection(pooled)
-    return torch.nn.functional.normalize(pooled.float(), dim=-1)

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from wwbl.clip.relevancy import relevancy_maps
+from wwbl.clip.text import encode_text_short, supports_short_context
 from wwbl.clip.vit import UnsupportedCLIPError, ViTInternals
 from wwbl.errors import MissingResourceError
 
@@ -70,6 +71,7 @@ class FrozenCLIP(nn.Module):
         self.model = net.to(_PRECISIONS[precision])
         self.model.eval().requires_grad_(False)
         self.tokenizer = open_clip.get_tokenizer(self.model_name)
+        self._short_text = supports_short_context(self.model)
         preprocess = open_clip.get_model_preprocess_cfg(self.model)
         size = preprocess.get("size", self.model.visual.image_size)
         self.image_size = int(size[0] if isinstance(size, (tuple, list)) else size)
@@ -142,7 +144,9 @@ class FrozenCLIP(nn.Module):
         phrases = [_check_phrase(p) for p in phrases]
         missing = list(dict.fromkeys(p for p in phrases if p not in self._text_cache))
         if missing:
-            emb = F.normalize(self.model.encode_text(self.tokenize(missing)).float(), dim=-1)
+            tokens = self.tokenize(missing)
+            raw = encode_text_short(self.model, tokens) if self._short_text else self.model.encode_text(tokens)
+            emb = F.normalize(raw.float(), dim=-1)
             for phrase, vector in zip(missing, emb):
                 self._remember(phrase, vector)
         for p in phrases:
