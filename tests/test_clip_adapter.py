@@ -129,7 +129,7 @@ def test_text_encoding_is_cached_and_batch_independent(tiny_clip):
 
 
 def test_text_cache_evicts_least_recent():
-    clip = FrozenCLIP("wwbl-tiny-vit", text_cache_size=2)
+    clip = FrozenCLIP("wwbl-tiny-vit", pretrained="random", text_cache_size=2)
     clip.encode_text(["one", "two"])
     clip.encode_text(["one"])
     clip.encode_text(["three"])
@@ -204,3 +204,86 @@ def test_short_context_text_encoding_equals_open_clip(tiny_clip):
         short_only = encode_text_short(tiny_clip.model, tokens[:2])  # cut to 10 tokens, not 77
     assert torch.allclose(short, full, atol=1e-5)
     assert torch.allclose(short_only, full[:2], atol=1e-5)
+
+
+# -- activation and explicit random weights ---------------------------------------------------------
+def _activation_types(clip):
+    from open_clip.transformer import QuickGELU
+
+    return {type(m) for m in clip.model.modules() if isinstance(m, (torch.nn.GELU, QuickGELU))}
+
+
+@pytest.mark.parametrize("model, tag, quick", [
+    ("ViT-B-32", "openai", True), ("ViT-B-16", "openai", True), ("RN50", "openai", True),
+    ("ViT-L-14", "OpenAI", True), ("ViT-B-32", "laion400m_e31", True), ("ViT-B-32", "laion2b_s34b_b79k", False),
+])
+def test_quickgelu_trained_tags_are_built_with_quickgelu(monkeypatch, model, tag, quick):
+    # Nothing is downloaded: the real create_model builds the tiny architecture with whatever
+    # options the adapter passes for (model, tag).
+    import open_clip
+    from open_clip.transformer import QuickGELU
+
+    real, calls = open_clip.create_model, []
+
+    def tiny_instead(name, pretrained=None, **kwargs):
+        calls.append((name, pretrained))
+        return real("wwbl-tiny-vit", **{k: v for k, v in kwargs.items() if k != "cache_dir"})
+
+    monkeypatch.setattr(open_clip, "create_model", tiny_instead)
+    clip = FrozenCLIP(model, pretrained=tag)
+    assert calls == [(model, tag)]
+    assert _activation_types(clip) == ({QuickGELU} if quick else {torch.nn.GELU})
+
+
+def test_random_tiny_model_keeps_gelu_and_says_it_is_random(caplog):
+    with caplog.at_level("WARNING", logger="wwbl.clip.adapter"):
+        clip = FrozenCLIP("wwbl-tiny-vit", pretrained="random")
+    assert _activation_types(clip) == {torch.nn.GELU}
+    assert "RANDOM weights" in caplog.text and "wwbl-tiny-vit" in caplog.text
+
+
+@pytest.mark.parametrize("pretrained", [None, "random"])
+def test_local_checkpoints_follow_the_declared_activation(tmp_path, tiny_clip, pretrained):
+    from open_clip.transformer import QuickGELU
+
+    state = {k: v.contiguous() for k, v in tiny_clip.model.state_dict().items()}
+    model_dir = tmp_path / "quick_dir"
+    model_dir.mkdir()
+    save_file(state, str(model_dir / "open_clip_model.safetensors"))
+    config = json.loads((MODEL_CONFIG_DIR / "wwbl-tiny-vit.json").read_text())
+    (model_dir / "open_clip_config.json").write_text(json.dumps({"model_cfg": {**config, "quick_gelu": True}}))
+    if pretrained == "random":
+        with pytest.raises(ValueError, match="contradicts"):
+            FrozenCLIP(checkpoint=model_dir, pretrained=pretrained)
+        return
+    assert _activation_types(FrozenCLIP(checkpoint=model_dir)) == {QuickGELU}
+    weights = tmp_path / "openai_like.safetensors"
+    save_file(state, str(weights))
+    assert _activation_types(FrozenCLIP("wwbl-tiny-vit", pretrained="openai", checkpoint=weights)) == {QuickGELU}
+    assert _activation_types(FrozenCLIP("wwbl-tiny-vit", checkpoint=weights)) == {torch.nn.GELU}
+
+
+def test_no_tag_and_no_checkpoint_is_an_error_naming_the_choices():
+    with pytest.raises(ValueError, match=r"'openai'.*checkpoint=.*pretrained='random'"):
+        FrozenCLIP("ViT-B-32")
+    with pytest.raises(ValueError, match="pretrained='random'"):
+        FrozenCLIP("wwbl-tiny-vit", pretrained=None)
+
+
+def test_model_directory_leaves_no_temporary_config_behind(tmp_path, tiny_clip, monkeypatch):
+    import tempfile
+
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    model_dir = tmp_path / "dir"
+    model_dir.mkdir()
+    save_file({k: v.contiguous() for k, v in tiny_clip.model.state_dict().items()},
+              str(model_dir / "open_clip_model.safetensors"))
+    config = json.loads((MODEL_CONFIG_DIR / "wwbl-tiny-vit.json").read_text())
+    (model_dir / "open_clip_config.json").write_text(json.dumps({"model_cfg": config}))
+    first = FrozenCLIP(checkpoint=model_dir)
+    again = FrozenCLIP(checkpoint=model_dir)  # the in-memory registration outlives the deleted file
+    assert list(scratch.iterdir()) == []
+    images = torch.rand(1, 3, 64, 64)
+    assert torch.allclose(first.encode_image(images), again.encode_image(images))

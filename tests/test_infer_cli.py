@@ -28,9 +28,9 @@ def assets(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("cli")
     torch.manual_seed(0)
-    text_dim = FrozenCLIP("wwbl-tiny-vit").embed_dim
+    text_dim = FrozenCLIP("wwbl-tiny-vit", pretrained="random").embed_dim
     net = GroundingNet(text_dim=text_dim, decoder_channels=8, vgg_width_div=16, pretrained_backbone=False)
-    export_grounding_net(net, str(root / "g"), {"model": "wwbl-tiny-vit", "pretrained": None, "checkpoint": None},
+    export_grounding_net(net, str(root / "g"), {"model": "wwbl-tiny-vit", "pretrained": "random", "checkpoint": None},
                          extra={"input_size": 64, "text_prefix": ""})
     save_tiny_blip(root / "blip", favourite_word="dog")
     images = root / "images"
@@ -114,3 +114,13 @@ def test_missing_input_and_missing_checkpoint_are_clear_errors(infer, assets, tm
     args = ["--image", str(assets / "images"), "--checkpoint", str(tmp_path / "no_g"), "--out", str(tmp_path)]
     assert infer.main(args) == 2
     assert "config" in capsys.readouterr().err
+
+
+def test_a_clip_name_without_weights_is_refused_not_random(infer, tmp_path, capsys):
+    image = tmp_path / "a.png"
+    Image.fromarray(np.zeros((20, 30, 3), dtype=np.uint8)).save(image)
+    base = ["--image", str(image), "--method", "gae", "--clip-model", "wwbl-tiny-vit", "--phrase", "a cat",
+            "--out", str(tmp_path / "out")]
+    assert infer.main(base) == 2
+    assert "pretrained='random'" in capsys.readouterr().err
+    assert infer.main(base + ["--clip-pretrained", "random"]) == 0

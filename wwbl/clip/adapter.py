@@ -4,6 +4,15 @@
 directory in open_clip's `open_clip_config.json` + `open_clip_model.safetensors` layout). The
 parameters are frozen and the model stays in eval mode; gradients still flow from CLIP's outputs
 back to its *inputs*, which is how network g's mask is trained.
+
+Two rules hold for every entry point (configs, CLIs, `wwbl.load`, the LightningModule), because
+they all build CLIP here:
+
+* Weights trained with QuickGELU (every ``openai`` tag, and the open_clip tags flagged
+  ``quick_gelu``) are built with QuickGELU; open_clip itself would build exact GELU for
+  ``ViT-B-32`` + ``openai`` and only warn.
+* Random weights only when asked for by name (``pretrained="random"``), with a warning; no tag and
+  no checkpoint is an error.
 """
 from __future__ import annotations
 
@@ -29,6 +38,8 @@ log = logging.getLogger(__name__)
 
 MODEL_CONFIG_DIR = Path(__file__).parent / "model_configs"
 _PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+# The one spelling, everywhere, for "no trained weights": a tiny test model or a speed benchmark.
+RANDOM_WEIGHTS = "random"
 
 
 def register_model_configs(path: str | Path = MODEL_CONFIG_DIR) -> None:
@@ -45,10 +56,13 @@ class FrozenCLIP(nn.Module):
     Args:
         model: open_clip architecture name (e.g. "ViT-B-32", or "wwbl-tiny-vit" from
             `wwbl/clip/model_configs`). Ignored when `checkpoint` is a model directory.
-        pretrained: open_clip pretrained tag (e.g. "openai"); needs the weights in the local
-            cache or network access.
+        pretrained: open_clip pretrained tag (e.g. "openai"; needs the weights in the local cache or
+            network access), or "random" for randomly initialised weights (tests, benchmarks).
+            With `checkpoint` it only names where the weights come from: "openai" there selects
+            QuickGELU. None is allowed only with `checkpoint`.
         checkpoint: local weights: a `.safetensors`/`.pt`/`.bin` state dict for `model`, or a
-            directory holding `open_clip_config.json` and `open_clip_model.safetensors`.
+            directory holding `open_clip_config.json` and `open_clip_model.safetensors` (its
+            `model_cfg.quick_gelu` is honoured).
         precision: "fp32", "fp16" or "bf16" for the frozen weights (the reference ran fp16 on GPU).
         text_cache_size: how many phrase embeddings to keep (least recently used are evicted).
     """
@@ -189,19 +203,47 @@ def _check_phrase(phrase: Any) -> str:
 
 
 # -- loading ------------------------------------------------------------------------------------
+def uses_quick_gelu(model: str, pretrained: str | None) -> bool:
+    """Whether weights `pretrained` for architecture `model` were trained with QuickGELU.
+
+    True for every OpenAI tag (ViT and ResNet alike), for open_clip tags whose pretrained config
+    says ``quick_gelu`` (e.g. ViT-B-32 ``laion400m_e31``) and for ``*-quickgelu`` architectures.
+    """
+    if model.endswith("-quickgelu"):
+        return True
+    if pretrained is None or pretrained == RANDOM_WEIGHTS:
+        return False
+    if pretrained.lower().replace("-", "_") == "openai":
+        return True
+    return bool(open_clip.get_pretrained_cfg(model, pretrained).get("quick_gelu", False))
+
+
 def _build_open_clip(
     model: str, pretrained: str | None, checkpoint: str | Path | None, cache_dir: str | None
 ) -> tuple[nn.Module, str]:
     """Returns the open_clip model and the architecture name its tokenizer is looked up by."""
     if checkpoint is not None:
-        return _from_local(model, Path(checkpoint))
+        if pretrained == RANDOM_WEIGHTS:
+            raise ValueError(f"pretrained={RANDOM_WEIGHTS!r} contradicts checkpoint={str(checkpoint)!r}; give one")
+        return _from_local(model, Path(checkpoint), uses_quick_gelu(model, pretrained))
     if model not in open_clip.list_models():
         raise ValueError(f"unknown open_clip model {model!r}; known: open_clip.list_models() and "
                          f"the JSON files in {MODEL_CONFIG_DIR}")
     if pretrained is None:
-        return _quiet_create(model), model
+        tags = ", ".join(repr(t) for t in open_clip.list_pretrained_tags_by_model(model)) or "none known"
+        raise ValueError(
+            f"CLIP {model!r} needs weights: pass pretrained=<tag> (open_clip tags for it: {tags}), "
+            "checkpoint=<local weights file or open_clip model folder>, or pretrained='random' for "
+            "untrained weights (CLIs: --clip-pretrained / --clip-checkpoint; train.py: "
+            "--model.clip_pretrained / --model.clip_checkpoint)")
+    quick_gelu = uses_quick_gelu(model, pretrained)
+    if pretrained == RANDOM_WEIGHTS:
+        log.warning("CLIP %r has RANDOM weights (pretrained=%r): its embeddings and maps mean nothing",
+                    model, RANDOM_WEIGHTS)
+        return _quiet_create(model, quick_gelu), model
     try:
-        return open_clip.create_model(model, pretrained=pretrained, cache_dir=cache_dir), model
+        net = open_clip.create_model(model, pretrained=pretrained, cache_dir=cache_dir, force_quick_gelu=quick_gelu)
+        return net, model
     except Exception as err:  # download/network/cache failures come in many types
         raise MissingResourceError(
             f"Could not load CLIP weights for model {model!r}, pretrained tag {pretrained!r} ({err}). "
@@ -213,18 +255,19 @@ def _build_open_clip(
         ) from err
 
 
-def _quiet_create(model: str) -> nn.Module:
-    # open_clip warns "initialized randomly" for tag-less models; that is intended here.
+def _quiet_create(model: str, quick_gelu: bool) -> nn.Module:
+    # open_clip warns "initialized randomly" for tag-less models: wrong before a local load, and
+    # said by our own warning for pretrained="random".
     logger = logging.getLogger()
     level = logger.level
     logger.setLevel(logging.ERROR)
     try:
-        return open_clip.create_model(model)
+        return open_clip.create_model(model, force_quick_gelu=quick_gelu)
     finally:
         logger.setLevel(level)
 
 
-def _from_local(model: str, path: Path) -> tuple[nn.Module, str]:
+def _from_local(model: str, path: Path, quick_gelu: bool) -> tuple[nn.Module, str]:
     if path.is_dir():
         config_file, weights = path / "open_clip_config.json", path / "open_clip_model.safetensors"
         for needed in (config_file, weights):
@@ -234,7 +277,7 @@ def _from_local(model: str, path: Path) -> tuple[nn.Module, str]:
         path = weights
     elif not path.is_file():
         raise MissingResourceError(f"CLIP checkpoint file not found: {path}")
-    net = _quiet_create(model)
+    net = _quiet_create(model, quick_gelu)
     state = _read_state_dict(path)
     state = {k.removeprefix("module."): v for k, v in state.items()}
     net.load_state_dict(state)
@@ -245,9 +288,11 @@ def _register_dir_config(config_file: Path) -> str:
     config = json.loads(config_file.read_text())
     model_cfg = config.get("model_cfg", config)
     name = f"local-{config_file.parent.resolve().name}"
-    target = Path(tempfile.mkdtemp(prefix="wwbl_clip_cfg_")) / f"{name}.json"
-    target.write_text(json.dumps(model_cfg))
-    register_model_configs(target)
+    # open_clip reads the file while registering and keeps the config in memory: no file must stay.
+    with tempfile.TemporaryDirectory(prefix="wwbl_clip_cfg_") as folder:
+        target = Path(folder) / f"{name}.json"
+        target.write_text(json.dumps(model_cfg))
+        register_model_configs(target)
     return name
 
 
