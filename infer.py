@@ -34,7 +34,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--checkpoint", default=None, help="exported network g folder (python -m wwbl.export)")
     p.add_argument("--method", default="g", help="heatmap source: 'g' or a training-free extractor name")
     p.add_argument("--clip-model", default=None, help="open_clip model (default: the one named in the export)")
-    p.add_argument("--clip-pretrained", default=None, help="open_clip pretrained tag, e.g. openai")
+    p.add_argument("--clip-pretrained", default=None, help="open_clip pretrained tag, e.g. openai (default: the export's; "
+                                                        "ViT-B-32 openai for other methods without --clip-model); "
+                                                        "'random' for untrained weights")
     p.add_argument("--clip-checkpoint", default=None, help="local CLIP weights")
     p.add_argument("--text-prefix", default=None, help="prefix for phrases entering CLIP (default: the export's)")
     p.add_argument("--captioner", default=DEFAULT_CAPTIONER, help="BLIP: Hugging Face id or local folder")

@@ -4,8 +4,8 @@
                                           [--images 2] [--phrases 3] [--image-size 640 480]
                                           [--device cpu] [--repeats 1] [--threads 1]
 
-Each extractor is built on each CLIP it supports (random weights, `FrozenCLIP(model)` with
-`pretrained=None`; an extractor that refuses a model is listed as "n/a"), with its default options;
+Each extractor is built on each CLIP it supports (random weights, `FrozenCLIP(model,
+pretrained="random")`; an extractor that refuses a model is listed as "n/a"), with its default options;
 "g" is the full-size network g (VGG16, random weights) at `--g-size`. For U images × P phrases:
 
 * first call — the first `heatmaps` call, including one-time work (e.g. a contrast set's text
@@ -86,7 +86,7 @@ def main() -> None:
     header = ["extractor", "CLIP", "first call ms", "batched ms/pair", "one-by-one ms/pair", "batching gain", "note"]
     rows = []
     for model in args.models:
-        clip = FrozenCLIP(model).to(device)
+        clip = FrozenCLIP(model, pretrained="random").to(device)
         for name in names:
             if name == "g" and model != args.models[0]:
                 continue  # g uses CLIP for text only: timing it once is enough

@@ -33,7 +33,7 @@ def main() -> None:
     parser.add_argument("--g-size", type=int, default=299)
     args = parser.parse_args()
     device = setup(args)
-    clip = FrozenCLIP("ViT-B-32").to(device)
+    clip = FrozenCLIP("ViT-B-32", pretrained="random").to(device)
     pairs = args.images * args.phrases
     text = clip.encode_text(random_phrases(pairs, seed=5))
     index = torch.arange(args.images, device=device).repeat_interleave(args.phrases)

@@ -147,7 +147,7 @@ def main() -> None:
     parser.add_argument("--skip-wwbl", action="store_true")
     args = parser.parse_args()
     device = setup(args)
-    clip = FrozenCLIP("ViT-B-32").to(device)
+    clip = FrozenCLIP("ViT-B-32", pretrained="random").to(device)
     g = build_g(clip, args.g_size, device)
     if not args.skip_wwbl:
         captioner = random_blip_captioner(device, CaptionSettings(max_length=args.max_length))

@@ -29,7 +29,7 @@ def _time(fn, repeats: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--model", default="wwbl-tiny-vit")
-    parser.add_argument("--pretrained", default=None)
+    parser.add_argument("--pretrained", default="random", help="open_clip tag, or random (untrained) weights")
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")

@@ -18,7 +18,7 @@ def tiny_clip():
     from wwbl.clip import FrozenCLIP
 
     torch.manual_seed(0)
-    return FrozenCLIP("wwbl-tiny-vit")
+    return FrozenCLIP("wwbl-tiny-vit", pretrained="random")
 
 
 @pytest.fixture(scope="session")
@@ -27,4 +27,4 @@ def tiny_rn_clip():
     from wwbl.clip import FrozenCLIP
 
     torch.manual_seed(0)
-    return FrozenCLIP("wwbl-tiny-rn")
+    return FrozenCLIP("wwbl-tiny-rn", pretrained="random")

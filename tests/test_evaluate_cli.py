@@ -15,7 +15,7 @@ from wwbl.evaluation.__main__ import main
 from wwbl.evaluation.evaluate import EvalSettings, run_evaluation
 from wwbl.extractors.base import HeatmapExtractor
 
-TINY = ["--clip-model", "wwbl-tiny-vit", "--clip-pretrained", "none", "--no-progress"]
+TINY = ["--clip-model", "wwbl-tiny-vit", "--clip-pretrained", "random", "--no-progress"]
 # Flickr30k fixture: image id → (width, height, {entity: (0-based box, mention)}).
 ENTITIES = {
     "1": (60, 40, {"1": ([5, 5, 30, 30], "a red ball"), "2": ([35, 5, 55, 35], "a blue cup")}),
@@ -183,7 +183,7 @@ def test_wsg_with_exported_g(tmp_path: Path) -> None:
 
     torch.manual_seed(1)
     net = GroundingNet(text_dim=32, vgg_width_div=16, pretrained_backbone=False).eval()
-    spec = {"model": "wwbl-tiny-vit", "pretrained": None, "checkpoint": None}
+    spec = {"model": "wwbl-tiny-vit", "pretrained": "random", "checkpoint": None}
     export_grounding_net(net, str(tmp_path / "g"), spec, extra={"input_size": 48, "text_prefix": "image of "})
     root, out = _flickr(tmp_path / "flickr"), tmp_path / "run"
     _run(["wsg", "--dataset", "flickr30k", "--root", str(root), "--checkpoint", str(tmp_path / "g"),

@@ -11,7 +11,7 @@ from wwbl.errors import AnnotationError, MissingResourceError
 from wwbl.export import export_grounding_net, load_grounding_net
 from wwbl.networks import GroundingNet, WSOLUNet
 
-CLIP_SPEC = {"model": "wwbl-tiny-vit", "pretrained": None, "checkpoint": None}
+CLIP_SPEC = {"model": "wwbl-tiny-vit", "pretrained": "random", "checkpoint": None}
 
 
 def _trained_like(net):

@@ -32,13 +32,13 @@ MY_EXTRACTORS = ("gae", "gem", "clip_surgery", "clip_text_span")
 @pytest.fixture(scope="module")
 def vit_clip() -> FrozenCLIP:
     torch.manual_seed(0)
-    return FrozenCLIP("wwbl-tiny-vit")
+    return FrozenCLIP("wwbl-tiny-vit", pretrained="random")
 
 
 @pytest.fixture(scope="module")
 def rn_clip() -> FrozenCLIP:
     torch.manual_seed(0)
-    clip = FrozenCLIP("wwbl-tiny-rn")
+    clip = FrozenCLIP("wwbl-tiny-rn", pretrained="random")
     # open_clip zero-initialises every bn3 weight, which makes a random ResNet's residual branches
     # vanish; give the batch norms random affine parameters so that Grad-CAM has something to see.
     with torch.no_grad():
@@ -328,7 +328,7 @@ def test_network_g_from_export_matches_direct_forward(vit_clip, tmp_path):
     from wwbl.extractors.network_g import NetworkGExtractor
 
     net = _tiny_g()
-    spec = {"model": "wwbl-tiny-vit", "pretrained": None, "checkpoint": None}
+    spec = {"model": "wwbl-tiny-vit", "pretrained": "random", "checkpoint": None}
     export_grounding_net(net, str(tmp_path), spec, extra={"input_size": 48, "text_prefix": "image of "})
     extractor = NetworkGExtractor.from_export(tmp_path, clip=vit_clip)
     assert extractor.input_size == 48 and extractor.text_prefix == "image of "

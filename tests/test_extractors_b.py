@@ -36,13 +36,13 @@ def _patch_tokens(vit, images, stride, padding):
 @pytest.fixture(scope="module")
 def vit_clip() -> FrozenCLIP:
     torch.manual_seed(0)
-    return FrozenCLIP("wwbl-tiny-vit")
+    return FrozenCLIP("wwbl-tiny-vit", pretrained="random")
 
 
 @pytest.fixture(scope="module")
 def rn_clip() -> FrozenCLIP:
     torch.manual_seed(0)
-    clip = FrozenCLIP("wwbl-tiny-rn")
+    clip = FrozenCLIP("wwbl-tiny-rn", pretrained="random")
     # open_clip's random ResNet barely depends on its input (zero-initialised bn3, shrinking default
     # conv init): every embedding has cosine ~1 with every other. Variance-preserving convs and
     # random batch-norm affines make the network, and these tests, non-trivial.
@@ -432,7 +432,7 @@ def test_vl_score_refuses_a_vit(vit_clip):
 @pytest.mark.slow
 def test_adapting_clip_at_full_size_with_every_slic_level():
     # A random ViT-B/16 at 224 px: ~3 850 region tokens over 11 SLIC levels on a 28×28 token grid.
-    clip = FrozenCLIP("ViT-B-16")
+    clip = FrozenCLIP("ViT-B-16", pretrained="random")
     extractor = build_extractor("adapting_clip", clip, region_chunk=512)
     assert extractor.slic_levels == tuple(range(100, 601, 50)) and (extractor.stride, extractor.padding) == (8, 7)
     image = _blocky_image(180, 260)

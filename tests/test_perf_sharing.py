@@ -10,7 +10,7 @@ from wwbl.clip import FrozenCLIP
 @pytest.fixture(scope="module")
 def clip() -> FrozenCLIP:
     torch.manual_seed(0)
-    return FrozenCLIP("wwbl-tiny-vit")
+    return FrozenCLIP("wwbl-tiny-vit", pretrained="random")
 
 
 def test_network_g_encodes_each_image_once_and_matches_repeated_forward(clip):

@@ -154,7 +154,7 @@ def test_facade_ground_and_detect(tmp_path, tiny_clip, dog_captioner):
     from wwbl.networks import GroundingNet
 
     net = GroundingNet(text_dim=tiny_clip.embed_dim, decoder_channels=8, vgg_width_div=16, pretrained_backbone=False)
-    export_grounding_net(net, str(tmp_path / "g"), {"model": "wwbl-tiny-vit", "pretrained": None, "checkpoint": None},
+    export_grounding_net(net, str(tmp_path / "g"), {"model": "wwbl-tiny-vit", "pretrained": "random", "checkpoint": None},
                          extra={"input_size": 64, "text_prefix": ""})
     model = load(tmp_path / "g", captioner=dog_captioner, proposals=ProposalGenerator(max_proposals=4))
     image = Image.fromarray(np.zeros((30, 50, 3), np.uint8))

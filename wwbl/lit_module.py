@@ -68,7 +68,8 @@ class WWbLModule(L.LightningModule):
     Args:
         task: "wsg" (GroundingNet, text-conditioned) or "wsol" (WSOLUNet, image only).
         clip_model, clip_pretrained, clip_checkpoint, clip_precision: the frozen CLIP
-            (:class:`wwbl.clip.FrozenCLIP` arguments).
+            (:class:`wwbl.clip.FrozenCLIP` arguments; ``clip_pretrained="random"`` for untrained
+            weights, ``None`` only with ``clip_checkpoint``).
         pretrained_backbone: ImageNet initialisation of g's encoder (paper: yes).
         backbone_weights: a local file with those ImageNet weights (default: the torch hub / HF cache).
         input_norm: g's input normalisation, "reference" (0.5/0.5) or "imagenet".

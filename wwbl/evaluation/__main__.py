@@ -46,7 +46,7 @@ def _common(parser: argparse.ArgumentParser) -> None:
     source.add_argument("--checkpoint", help="exported network g directory (wwbl.export)")
     source.add_argument("--method", help="registered extractor name (gae, gem, adapting_clip, vl_score, …)")
     parser.add_argument("--clip-model", default="ViT-B-32")
-    parser.add_argument("--clip-pretrained", default="openai", type=_none_or, help="open_clip tag; 'none' for random")
+    parser.add_argument("--clip-pretrained", default="openai", type=_none_or, help="open_clip tag; 'none' with --clip-checkpoint; 'random' for untrained weights")
     parser.add_argument("--clip-checkpoint", default=None, help="local CLIP weights instead of a pretrained tag")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", required=True, help="run directory (records, results, tables); rerun to resume")

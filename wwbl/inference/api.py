@@ -110,7 +110,8 @@ def load(checkpoint: str | Path | None = None, clip: Any = None, clip_pretrained
         checkpoint: an exported network g folder (``python -m wwbl.export``); required for ``method="g"``.
         clip: a ``FrozenCLIP`` or an open_clip model name. For g, ``None`` rebuilds the CLIP named in the
             export; for other methods ``None`` means ``ViT-B-32`` with the ``openai`` weights (or the
-            ``clip_checkpoint``). A name without ``clip_pretrained``/``clip_checkpoint`` is a random model.
+            ``clip_checkpoint``). A name needs ``clip_pretrained`` (a tag, or ``"random"`` for untrained
+            weights) or ``clip_checkpoint``; without either ``FrozenCLIP`` raises.
         captioner: a ``BlipCaptioner``, a Hugging Face id or a local BLIP folder (loaded on first ``detect``);
             ``caption_settings`` apply when it is loaded from an id or folder.
         method: ``"g"`` or any registered training-free extractor (``wwbl.extractors.available_extractors()``).
