@@ -122,3 +122,51 @@ def test_bad_heatmaps_are_rejected(bad):
 def test_unknown_mode_is_rejected():
     with pytest.raises(ValueError, match="mode"):
         wsg_boxes(blank(), mode="fixed")
+
+
+def _naive_cubehelix_gray(values64):
+    """Float64 min-max, the colour map's 256-entry table indexed by floor(n·256), uint8, gray."""
+    import cv2
+    from matplotlib import colormaps
+
+    table = colormaps["cubehelix"](np.arange(256))[:, :3]
+    normalised = (values64 - values64.min()) / (values64.max() - values64.min())
+    index = np.minimum(np.floor(normalised * 256).astype(int), 255)
+    return cv2.cvtColor((table[index] * 255).astype(np.uint8), cv2.COLOR_RGB2GRAY)
+
+
+def test_cubehelix_gray_normalises_in_float64():
+    from wwbl.inference.heatmap_boxes import cubehelix_gray
+
+    # (0.140625 - 0.1) / (0.9 - 0.1) with these float32 inputs is just below 13/256 in float64
+    # (colour bin 12) but rounds up to bin 13 in float32; the two bins have different grays.
+    heat = np.array([[0.1, 0.140625, 0.9]], dtype=np.float32)
+    low, mid, high = (np.float64(v) for v in heat[0])
+    assert np.floor((mid - low) / (high - low) * 256) == 12
+    assert np.floor(np.float32((heat[0, 1] - heat[0, 0]) / (heat[0, 2] - heat[0, 0])) * 256) == 13
+    as_float32 = heat.copy()
+    as_float32[0] = (heat[0] - heat[0, 0]) / (heat[0, 2] - heat[0, 0])  # float32 normalisation
+    expected = _naive_cubehelix_gray(heat.astype(np.float64))
+    assert not np.array_equal(_naive_cubehelix_gray(as_float32.astype(np.float64)), expected)
+    assert np.array_equal(cubehelix_gray(heat), expected)
+
+
+def test_wsol_reference_mode_thresholds_the_normalised_gray():
+    heat = blank(60, 100)
+    heat[5:15, 70:80] = 0.08       # A: 10×10, the maximum (normalised 1)
+    heat[30:50, 10:40] = 0.02      # B: 20×30 = 600 px, normalised 0.25: kept
+    heat[20:50, 50:60] = 0.004     # C: 30×10 = 300 px, normalised 0.05: below 10 % of max gray
+    heat[52:60, 0:100] = 0.004     # D: 8×100 = 800 px, would be the largest, normalised 0.05: dropped
+    gray = _naive_cubehelix_gray(heat.numpy().astype(np.float64))
+    cut = int(0.1 * int(gray.max()))
+    assert gray[55, 50] <= cut < gray[40, 20]  # the premise: D and C dropped, B kept
+    assert len(wsol_box(heat)) == 0           # paper mode: nothing above 0.1
+    dets = wsol_box(heat, mode="reference")
+    assert dets.boxes.tolist() == [[10.0, 30.0, 40.0, 50.0]]
+    assert dets.scores.item() == pytest.approx(0.02)
+
+
+def test_wsol_reference_mode_rejects_unknown_modes_and_empty_maps():
+    assert len(wsol_box(blank(), mode="reference")) == 0
+    with pytest.raises(ValueError, match="box mode"):
+        wsol_box(blank(), mode="fixed")

@@ -6,8 +6,13 @@ absolute-pixel ``xyxy`` in the original image frame. A contour whose bounding re
 
 Rules
 -----
-* :func:`wsol_box` — WSOL (paper §3.1): zero pixels below 0.1, Suzuki contours, the box of the
-  largest contour.
+* :func:`wsol_box` with ``mode="paper"`` — WSOL (paper §3.1): zero pixels not above 0.1, Suzuki
+  contours, the box of the largest contour.
+* :func:`wsol_box` with ``mode="reference"`` — ``utils.generate_bbox(th=0.1)`` of the released WSOL
+  code: min-max normalise, cubehelix gray (as the reference WSG mode), keep gray above
+  ``int(0.1·max(gray))``, all contours (``RETR_TREE``), the bounding rectangle of the contour with
+  the largest ``cv2.contourArea`` (first one on ties). Without any contour it gives no box, as
+  paper mode (the notes do not record the released code's fallback).
 * :func:`wsg_boxes` with ``mode="paper"`` — WSG as the paper states: zero pixels not above 0.5, a
   box per (outer) contour scored by the mean of the map inside it, NMS at IoU 0.3 on xyxy boxes,
   drop boxes scoring under 50 % of the best.
@@ -17,6 +22,8 @@ Rules
   0.05 on boxes passed as ``(x, y, w, h)`` (the released code's bug, reproduced), keep
   conf > 50 % of the best, then the **union** of the survivors as the single prediction. Without any
   contour the released code predicts the box ``[0, 0, 1, 1]``; so does this mode (score 0).
+
+The cubehelix gray of both reference modes normalises in float64, as the released code's numpy.
 """
 from __future__ import annotations
 
@@ -76,21 +83,42 @@ def _area_filter(rects: np.ndarray, shape_hw: tuple[int, int], min_area_ratio: f
     return rects[rects[:, 2] * rects[:, 3] > min_area_ratio * shape_hw[0] * shape_hw[1]]
 
 
-def wsol_box(heatmap: torch.Tensor | np.ndarray, threshold: float = 0.1) -> Detections:
+def wsol_box(heatmap: torch.Tensor | np.ndarray, threshold: float = 0.1, mode: BoxMode = "paper") -> Detections:
     """The WSOL box: threshold the map, take the largest contour's bounding box.
 
-    Pixels with value ``<= threshold`` are zeroed. The score is the mean of the map inside the
-    box. Returns an empty :class:`Detections` when no pixel exceeds the threshold.
+    ``mode="paper"`` zeroes pixels with value ``<= threshold``; ``mode="reference"`` thresholds the
+    cubehelix gray image at ``int(threshold·max(gray))`` (see the module docstring). The score is
+    the mean of the map inside the box. Returns an empty :class:`Detections` when no pixel is kept.
     """
     array = _as_numpy_map(heatmap)
+    if mode == "paper":
+        rect = _largest_paper_rect(array, threshold)
+    elif mode == "reference":
+        rect = _largest_reference_rect(array, threshold)
+    else:
+        raise ValueError(f"unknown box mode {mode!r}; expected 'paper' or 'reference'")
+    if rect is None:
+        return Detections.empty()
+    return Detections(boxes=_xywh_to_xyxy(rect), scores=torch.from_numpy(box_means(array, rect)), phrases=None)
+
+
+def _largest_paper_rect(array: np.ndarray, threshold: float) -> np.ndarray | None:
     binary = (array > threshold).astype(np.uint8)
     contours, _ = cv2.findContours(binary, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
     if not contours:
-        return Detections.empty()
+        return None
     # Largest by enclosed area; a one-pixel-wide contour has area 0, so fall back to point count.
     largest = max(contours, key=lambda c: (cv2.contourArea(c), len(c)))
-    rect = np.array([cv2.boundingRect(largest)], dtype=np.int64)
-    return Detections(boxes=_xywh_to_xyxy(rect), scores=torch.from_numpy(box_means(array, rect)), phrases=None)
+    return np.array([cv2.boundingRect(largest)], dtype=np.int64)
+
+
+def _largest_reference_rect(array: np.ndarray, threshold: float) -> np.ndarray | None:
+    gray = cubehelix_gray(array)
+    _, kept = cv2.threshold(gray, int(threshold * int(gray.max())), 255, cv2.THRESH_TOZERO)
+    contours, _ = cv2.findContours(kept, cv2.RETR_TREE, cv2.CHAIN_APPROX_SIMPLE)
+    if not contours:
+        return None
+    return np.array([cv2.boundingRect(max(contours, key=cv2.contourArea))], dtype=np.int64)
 
 
 def _wsg_paper(array: np.ndarray, threshold: float, nms_iou: float, min_score_ratio: float,
@@ -108,11 +136,16 @@ def _wsg_paper(array: np.ndarray, threshold: float, nms_iou: float, min_score_ra
 
 
 def cubehelix_gray(array: np.ndarray) -> np.ndarray:
-    """The released code's gray image: min-max normalise, cubehelix colours, uint8 RGB → gray."""
+    """The released code's gray image: min-max normalise, cubehelix colours, uint8 RGB → gray.
+
+    The normalisation runs in float64 as the released code's numpy: in float32 a value can land
+    on the other side of a colour-map bin edge (k/256) and change the gray level.
+    """
     from matplotlib import colormaps
 
-    low, high = float(array.min()), float(array.max())
-    normalised = (array - low) / (high - low) if high > low else np.zeros_like(array)
+    values = array.astype(np.float64)
+    low, high = float(values.min()), float(values.max())
+    normalised = (values - low) / (high - low) if high > low else np.zeros_like(values)
     rgb = (colormaps["cubehelix"](normalised)[..., :3] * 255).astype(np.uint8)
     return cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
 
