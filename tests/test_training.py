@@ -236,3 +236,49 @@ def test_shapes_stage_c_config_trains_g_against_the_shipped_clip(tmp_path):
     ])
     check_run(cli, ["val/pointing_acc", "val/box_acc"])
     assert cli.model.clip.spec["checkpoint"].endswith("shapes_clip")
+
+
+class _FixedMask(torch.nn.Module):
+    """Stands in for g: the same hand-made 2×3 mask for every image."""
+
+    def __init__(self, mask):
+        super().__init__()
+        self.register_buffer("mask", mask)
+
+    def forward(self, images, text=None):
+        return self.mask.expand(len(images), *self.mask.shape)
+
+
+def _upsample_align_corners(values, size_hw):
+    """Naive separable linear interpolation with corner pixels aligned (numpy, float64)."""
+    import numpy as np
+
+    def along(axis_len, out_len):
+        pos = np.arange(out_len) * (axis_len - 1) / (out_len - 1)
+        low = np.minimum(np.floor(pos).astype(int), axis_len - 2)
+        frac = pos - low
+        weights = np.zeros((out_len, axis_len))
+        weights[np.arange(out_len), low] = 1 - frac
+        weights[np.arange(out_len), low + 1] = frac
+        return weights
+
+    rows, cols = along(values.shape[0], size_hw[0]), along(values.shape[1], size_hw[1])
+    return rows @ values @ cols.T
+
+
+@pytest.mark.parametrize("reg_space", ["g", "clip"])
+def test_reg_space_takes_the_mean_at_g_size_or_after_resizing_to_clip(reg_space):
+    import numpy as np
+
+    module = tiny_module(reg_space=reg_space)
+    raw = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, 0.0]])   # mean 1/6; resized, the corner's weight shrinks
+    module.net = _FixedMask(torch.tensor(raw, dtype=torch.float32))
+    terms = module.compute_losses(torch.rand(2, 3, 2, 3), ["a", "b"])
+    side = module.clip.image_size
+    resized_mean = _upsample_align_corners(raw, (side, side)).mean()
+    # By hand for side 64: rows fall linearly 1 → 0 (mean 1/2); columns fall 1 → 0 over the first
+    # 32 outputs, 1 - 2i/63 for i = 0..31, summing to 32 - 992/63.
+    assert side == 64 and resized_mean == pytest.approx(0.5 * (32 - 992 / 63) / 64)
+    expected = resized_mean if reg_space == "clip" else raw.mean()
+    assert abs(resized_mean - raw.mean()) > 1e-3  # the two options differ on this mask
+    assert terms["reg"].item() == pytest.approx(expected, abs=1e-6)

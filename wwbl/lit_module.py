@@ -49,6 +49,7 @@ from wwbl.networks import GroundingNet, WSOLUNet, architecture_name
 
 TASKS = ("wsg", "wsol")
 MASK_SPACES = ("image", "reference")
+REG_SPACES = ("g", "clip")
 # The released WSOL code's CUB prompt list minus the target (index 0, "bird").
 CUB_BACKGROUND_PROMPTS = ["sky", "lake", "sea", "tree", "leaves", "axes", "person"]
 
@@ -84,6 +85,9 @@ class WWbLModule(L.LightningModule):
             cross-entropy over [target, background prompts] and the background/full ratio).
         background_prompts: the non-target prompts of "reference_wsol".
         mask_space: "image" (paper) or "reference" (released code), see the module docstring.
+        reg_space: where L_reg = mean(M) is taken: "g" (default, g's output size) or "clip" (M
+            resized to CLIP's input side, bilinear with align_corners=True — the released code's
+            mean of the 224 mask).
         relevancy_start_layer: Chefer relevancy start block (-1 = last only, as the reference).
         lr, momentum, weight_decay: SGD (paper: 3e-4, 0.9, 1e-4; released code lr 1.2e-3).
         val_box_mode: WSG box rule for the validation box accuracy, "paper" (NMS 0.3) or
@@ -115,6 +119,7 @@ class WWbLModule(L.LightningModule):
         loss_form: str = "cosine",
         background_prompts: list[str] | None = None,
         mask_space: str = "image",
+        reg_space: str = "g",
         relevancy_start_layer: int = -1,
         lr: float = 3e-4,
         momentum: float = 0.9,
@@ -126,6 +131,7 @@ class WWbLModule(L.LightningModule):
         _check_choice("pairing", pairing, PAIRINGS)
         _check_choice("loss_form", loss_form, FORMS)
         _check_choice("mask_space", mask_space, MASK_SPACES)
+        _check_choice("reg_space", reg_space, REG_SPACES)
         if loss_form == "reference_wsol" and not background_prompts:
             raise ValueError("loss_form='reference_wsol' needs background_prompts (e.g. the CUB list "
                              f"{CUB_BACKGROUND_PROMPTS})")
@@ -180,9 +186,10 @@ class WWbLModule(L.LightningModule):
         mask = self(images01, text if hp.task == "wsg" else None)
         x_clip, normalize = self._clip_inputs(images01)
         target = self.clip.relevancy(x_clip, text, start_layer=hp.relevancy_start_layer, normalize_input=normalize)
+        m = _resize(mask, x_clip.shape[-2:])
         terms = {"rmap": relevancy_loss(mask, _resize(target.to(mask), mask.shape[-2:])),
-                 "reg": regularization_loss(mask)}
-        m = _resize(mask, x_clip.shape[-2:]).unsqueeze(1)
+                 "reg": regularization_loss(m if hp.reg_space == "clip" else mask)}
+        m = m.unsqueeze(1)
         fore_emb, back_emb = self._encode(torch.cat([x_clip * m, x_clip * (1.0 - m)]), normalize).chunk(2)
         if hp.loss_form == "cosine":
             terms["fore"] = foreground_loss(fore_emb, text, hp.pairing)

@@ -6,8 +6,8 @@ All embeddings are L2-normalised CLIP embeddings, so ``a @ b.T`` is a cosine.
 * ``back`` = cos(E((1−M)⊙I), z_t), or |cos| with ``back_abs=True`` (released code).
 * ``rmap`` = mean squared error between M and the relevancy map H.
 * ``reg``  = mean(M) (M ≥ 0, so this is the L1 norm divided by the pixel count). The module
-  takes it over g's output; the released code over M resized to CLIP's 224 (the same mean up to
-  interpolation).
+  takes it over g's output by default (``reg_space="g"``); ``reg_space="clip"`` takes it over M
+  resized to CLIP's input side, as the released code (the mean of the 224 mask).
 
 ``pairing="diagonal"`` (paper) uses only the matched pairs (image_i, text_i);
 ``pairing="all_pairs"`` (released code) averages over all B×B image/text pairs of the batch.
