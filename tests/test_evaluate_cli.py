@@ -11,6 +11,7 @@ import torch
 from PIL import Image
 
 from _tiny_blip import save_tiny_blip, single_thread  # noqa: F401  (one thread: tiny models run faster)
+from wwbl.boxes import Detections
 from wwbl.evaluation.__main__ import main
 from wwbl.evaluation.evaluate import EvalSettings, run_evaluation
 from wwbl.extractors.base import HeatmapExtractor
@@ -317,3 +318,72 @@ def test_tables_layout_and_merge_rules() -> None:
     assert wsg["rows"] == [["gae", "54.72", "75.00", "-", "30.00"]]
     assert [r[0] for r in tables["table7"]["rows"]] == ["WWbL: gae", "WSG: gae"]
     assert "zsg" not in tables and "masks" not in tables
+
+
+# -- released-code evaluation options, on hand-made raw maps ----------------------------------------
+class RawMapExtractor(HeatmapExtractor):
+    """Returns a fixed raw (un-normalised) S×S map per phrase, through the base class's pipeline."""
+
+    def __init__(self, clip, raw: dict[str, torch.Tensor], side: int):
+        super().__init__(clip, input_size=side)
+        self.raw = raw
+
+    def _heatmaps_square(self, images, text_emb, image_index, phrases):
+        return torch.stack([self.raw[p] for p in phrases])
+
+
+def _one_item_unit(phrases, size_hw):
+    from wwbl.evaluation.datasets.common import GroundingSample
+    from wwbl.evaluation.tasks import Unit
+
+    sample = GroundingSample("im", Path("im.png"), size_hw, list(phrases), torch.tensor([[0.0, 0.0, 1.0, 1.0]]), "e")
+    return Unit("im", sample.image_path, [sample])
+
+
+def test_entity_average_normalised_or_raw(tiny_clip):
+    from wwbl.evaluation.tasks import GroundingTask
+
+    big, small = torch.zeros(4, 4), torch.zeros(4, 4)
+    big[0, 0], big[3, 3] = 10.0, 6.0      # normalised: 1 at (0,0), 0.6 at (3,3)
+    small[3, 3] = 1.0                      # already in [0, 1]
+    extractor = RawMapExtractor(tiny_clip, {"big": big, "small": small}, side=4)
+    unit, image = _one_item_unit(["big", "small"], (4, 4)), Image.new("RGB", (4, 4))
+    points = {}
+    for mode in ("normalised", "raw"):
+        task = GroundingTask(extractor, lambda h: Detections.empty(), entity_average=mode)
+        points[mode] = task.process([unit], [image])[0]["items"]["e"]["point"]
+    # normalised mean: (0,0) 0.5, (3,3) 0.8; raw mean: (0,0) 5, (3,3) 3.5
+    assert points == {"normalised": [3, 3], "raw": [0, 0]}
+
+
+def test_box_resolution_original_or_model(tiny_clip):
+    from wwbl.evaluation.tasks import GroundingTask
+    from wwbl.inference.heatmap_boxes import wsol_box
+
+    native = torch.zeros(4, 4)
+    native[1:3, 1:3] = 1.0
+    extractor = RawMapExtractor(tiny_clip, {"block": native}, side=4)
+    unit, image = _one_item_unit(["block"], (4, 8)), Image.new("RGB", (8, 4))
+    boxes = {}
+    for mode in ("original", "model"):
+        task = GroundingTask(extractor, wsol_box, box_resolution=mode)
+        boxes[mode] = task.process([unit], [image])[0]["items"]["e"]["boxes"]
+    # model: the 4×4 map's box (1,1,3,3) scaled by (8/4, 4/4). original: widened to 8 columns
+    # (bilinear, half-pixel centres) column x samples x/2 - 0.25, so columns 1..6 exceed 0.1.
+    assert boxes == {"model": [[2.0, 1.0, 6.0, 3.0]], "original": [[1.0, 1.0, 7.0, 3.0]]}
+
+
+def test_evaluation_cli_passes_the_released_code_options():
+    from wwbl.evaluation.__main__ import build_parser, settings_from_args
+
+    args = build_parser().parse_args(["wsg", "--dataset", "flickr30k", "--root", "r", "--out", "o", "--method", "gae",
+                                      "--entity-average", "raw", "--box-resolution", "model"])
+    settings = settings_from_args(args)
+    assert (settings.entity_average, settings.box_resolution) == ("raw", "model")
+    args = build_parser().parse_args(["wsol", "--dataset", "cub", "--root", "r", "--out", "o", "--method", "gae",
+                                      "--wsol-iou-area", "inclusive", "--box-mode", "reference"])
+    assert settings_from_args(args).wsol_iou_area == "inclusive"
+    defaults = settings_from_args(build_parser().parse_args(["wsg", "--dataset", "flickr30k", "--root", "r",
+                                                             "--out", "o", "--method", "gae"]))
+    assert (defaults.entity_average, defaults.box_resolution, defaults.wsol_iou_area) == \
+        ("normalised", "original", "continuous")

@@ -284,3 +284,20 @@ def test_nearest_captions_matches_per_image_argmax() -> None:
     for p, g, m in zip(preds, gts, got):
         if len(p):
             assert m.tolist() == [int((p @ row).argmax()) for row in g]
+
+
+def test_wsol_iou_with_inclusive_pixel_areas():
+    from wwbl.evaluation.metrics import GTKnownLoc, TopKLoc
+
+    pred, gt = torch.tensor([[0.0, 0.0, 9.0, 9.0]]), torch.tensor([[5.0, 5.0, 14.0, 14.0]])
+    # continuous: 4·4 / (81 + 81 - 16) = 16/146; inclusive: 5·5 / (100 + 100 - 25) = 1/7
+    for area, iou, located in (("continuous", 16 / 146, 0.0), ("inclusive", 1 / 7, 1.0)):
+        metric = GTKnownLoc(iou_threshold=0.12, iou_area=area)
+        metric.update([pred], [gt])
+        assert metric.mean_iou().item() == pytest.approx(iou)
+        assert metric.compute().item() == located
+        topk = TopKLoc((1,), iou_threshold=0.12, iou_area=area)
+        topk.update([pred], [gt], None, torch.tensor([0]), ranked=torch.tensor([[0]]))
+        assert topk.compute()["top1_loc"].item() == located
+    with pytest.raises(ValueError, match="iou_area"):
+        GTKnownLoc(iou_area="pixels")

@@ -60,7 +60,8 @@ def _common(parser: argparse.ArgumentParser) -> None:
                         help="dataset loader option, e.g. min_area_fraction=null, text_prefix='image of '")
     parser.add_argument("--boxes", default="auto", choices=("auto", "wsg", "wsol", "method"))
     parser.add_argument("--box-mode", default="paper", choices=("paper", "reference"),
-                        help="wsg_boxes rule: the paper's or the released code's (union, NMS 0.05 bug)")
+                        help="box rule: the paper's or the released code's (wsg: union, NMS 0.05 bug; "
+                             "wsol: largest contour of the cubehelix gray)")
     parser.add_argument("--iou-threshold", type=float, default=0.5)
     parser.add_argument("--label", default=None, help="row name in the tables")
     parser.add_argument("--no-progress", action="store_true")
@@ -80,6 +81,12 @@ def build_parser() -> argparse.ArgumentParser:
     for p in (wsg, wwbl):
         p.add_argument("--gt-mode", default="union", choices=("union", "any"), help="pointing: union GT box or any box")
     wsg.add_argument("--acc-threshold", type=float, default=None, help="Acc@thr (default ZSGNet: 0.5 Flickr, 0.3 VG)")
+    wsg.add_argument("--entity-average", default="normalised", choices=("normalised", "raw"),
+                     help="Flickr entity map: mean of min-max-normalised phrase maps (default) or of raw maps, "
+                          "normalised after (released code)")
+    wsg.add_argument("--box-resolution", default="original", choices=("original", "model"),
+                     help="cut boxes from the map at the original image size (default) or at the method's "
+                          "input size S and scale them (released code)")
     wwbl.add_argument("--predictions", default=None, help="JSON-lines predictions instead of running the pipeline")
     wwbl.add_argument("--captioner", default=None, help="BLIP source for the pipeline")
     wwbl.add_argument("--match-prefix", default=None, help="GT text prefix for matching (default: reference's)")
@@ -95,6 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="zero-shot classification template (VL-Score: 'an image of a {}.', synonyms averaged)")
     wsol.add_argument("--wsol-threshold", type=float, default=0.1, help="wsol_box threshold")
     wsol.add_argument("--strict", action="store_true", help="IoU > threshold (VL-Score's wording) instead of >=")
+    wsol.add_argument("--wsol-iou-area", default="continuous", choices=("continuous", "inclusive"),
+                      help="IoU areas: continuous (default) or pixel-inclusive (x2-x1+1)(y2-y1+1) (released code)")
     masks.add_argument("--closing", type=int, default=1, help="dilation-then-erosion kernel size (poster: 41-61)")
     tables = sub.add_parser("tables", help="merge several runs into the papers' tables")
     tables.add_argument("runs", nargs="+", help="run directories or results.json files")
@@ -105,7 +114,8 @@ def build_parser() -> argparse.ArgumentParser:
 def settings_from_args(args: argparse.Namespace) -> EvalSettings:
     extra = {name: getattr(args, name) for name in ("gt_mode", "acc_threshold", "predictions", "captioner",
                                                      "match_prefix", "drop_empty", "prompt", "wsol_threshold",
-                                                     "strict", "closing", "class_prompt") if hasattr(args, name)}
+                                                     "strict", "closing", "class_prompt", "entity_average",
+                                                     "box_resolution", "wsol_iou_area") if hasattr(args, name)}
     if hasattr(args, "first_name_only"):
         extra["all_names"] = not args.first_name_only
     if hasattr(args, "no_classify"):

@@ -10,10 +10,16 @@ loader rejected are listed there too. The metrics are computed from all records 
 ``<out>/results.json`` plus the papers' tables (``wwbl.evaluation.tables``).
 
 Box sources (``boxes``): ``"wsg"`` — ``wsg_boxes`` with ``box_mode`` ``"paper"`` or
-``"reference"``; ``"wsol"`` — ``wsol_box`` (largest contour above ``wsol_threshold``);
+``"reference"``; ``"wsol"`` — ``wsol_box`` (largest contour above ``wsol_threshold``, of the map
+or, with ``box_mode="reference"``, of its cubehelix gray as the released WSOL code);
 ``"method"`` — the extractor's own ``detect`` (Adapting-CLIP's box search, Crop & Rank,
 VL-Score's components); ``"auto"`` — ``"method"`` when the extractor has ``detect``, else
 ``"wsol"`` for WSOL and ``"wsg"`` otherwise.
+
+Released-code evaluation choices, each a setting with the paper-faithful default:
+``entity_average`` (``"normalised"`` | ``"raw"``) and ``box_resolution`` (``"original"`` |
+``"model"``) for WSG (see ``wwbl.evaluation.tasks``), ``wsol_iou_area`` (``"continuous"`` |
+``"inclusive"``, the released WSOL code's ``+1`` pixel terms) for WSOL.
 """
 from __future__ import annotations
 
@@ -61,6 +67,9 @@ class EvalSettings:
     boxes: str = "auto"
     box_mode: str = "paper"
     wsol_threshold: float = 0.1
+    entity_average: str = "normalised"  # WSG: min-max each phrase map before an entity's average; "raw" = released
+    box_resolution: str = "original"  # WSG: cut boxes at the original size; "model" = at S, scaled (released)
+    wsol_iou_area: str = "continuous"  # WSOL: "inclusive" = the released +1 pixel terms
     gt_mode: str = "union"
     iou_threshold: float = 0.5
     acc_threshold: float | None = None  # Acc@thr; None = ZSGNet's (0.5 Flickr, 0.3 VG)
@@ -142,7 +151,7 @@ def box_function(settings: EvalSettings, extractor: Any) -> Callable | None:
             raise ValueError(f"extractor {settings.method!r} has no box method of its own; use --boxes wsg or wsol")
         return None
     if source == "wsol":
-        return lambda heatmap: wsol_box(heatmap, threshold=settings.wsol_threshold)
+        return lambda heatmap: wsol_box(heatmap, threshold=settings.wsol_threshold, mode=settings.box_mode)
     return lambda heatmap: wsg_boxes(heatmap, mode=settings.box_mode)
 
 
@@ -206,7 +215,8 @@ def build_task(settings: EvalSettings, index: DatasetIndex, extractor: Any, clip
     """The task object for the run (see ``wwbl.evaluation.tasks``)."""
     if settings.task == "wsg":
         acc = settings.acc_threshold or (acc_threshold(settings.dataset) if settings.dataset in ZSG_SPLITS else 0.5)
-        return GroundingTask(extractor, box_function(settings, extractor), settings.gt_mode, settings.iou_threshold, acc)
+        return GroundingTask(extractor, box_function(settings, extractor), settings.gt_mode, settings.iou_threshold,
+                             acc, settings.entity_average, settings.box_resolution)
     if settings.task == "wwbl":
         return WWbLTask(_wwbl_predictor(settings, extractor), clip.encode_text, _match_prefix(settings),
                         settings.gt_mode, settings.iou_threshold, settings.drop_empty)
@@ -218,7 +228,7 @@ def build_task(settings: EvalSettings, index: DatasetIndex, extractor: Any, clip
         if settings.classify and index.class_names and getattr(extractor, "clip", None) is not None:
             classify = zero_shot_classifier(extractor.clip, index.class_names, settings.class_prompt)
         return WSOLTask(extractor, box_function(settings, extractor), prompts, classify, settings.iou_threshold,
-                        settings.strict)
+                        settings.strict, settings.wsol_iou_area)
     return MaskTask(extractor, settings.prompt.format, settings.closing)
 
 

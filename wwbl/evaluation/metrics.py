@@ -5,7 +5,9 @@ Conventions shared by all metrics:
 
 * boxes are absolute-pixel ``xyxy`` floats in the original image frame (``wwbl.boxes`` convention);
 * IoU is continuous, ``inter / (area_a + area_b - inter)`` with no ``+1`` terms (the WWbL code,
-  Adapting-CLIP's ``GroundingEvaluator`` and VL-Score all compute it this way);
+  Adapting-CLIP's ``GroundingEvaluator`` and VL-Score all compute it this way); the WSOL metrics
+  take ``iou_area="inclusive"`` for the released WSOL code's pixel-inclusive areas
+  ``(x2 - x1 + 1)·(y2 - y1 + 1)`` (intersection likewise);
 * heatmaps are ``H×W`` float maps at the **original** image resolution (callers resize with
   ``wwbl.images.resize_heatmap``, bilinear — the reference uses ``cv2.resize``, also bilinear);
 * a pointing location is ``(row, col)`` in pixel indices.
@@ -22,6 +24,8 @@ from torchmetrics import Metric
 
 GTMode = Literal["union", "any"]
 BoxRule = Literal["union", "top1", "max"]
+IoUArea = Literal["continuous", "inclusive"]
+IOU_AREAS = ("continuous", "inclusive")
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -95,13 +99,20 @@ def union_of_padded(boxes: Tensor, valid: Tensor) -> Tensor:
     return torch.cat([low, high], dim=1)
 
 
-def pairwise_iou(a: Tensor, b: Tensor) -> Tensor:
-    """IoU of ``(..., A, 4)`` against ``(..., B, 4)`` boxes → ``(..., A, B)``; empty union → 0."""
+def pairwise_iou(a: Tensor, b: Tensor, iou_area: IoUArea = "continuous") -> Tensor:
+    """IoU of ``(..., A, 4)`` against ``(..., B, 4)`` boxes → ``(..., A, B)``; empty union → 0.
+
+    ``iou_area="inclusive"`` counts pixels with both end coordinates included (``+1`` on every
+    side length), as the released WSOL code.
+    """
+    if iou_area not in IOU_AREAS:
+        raise ValueError(f"unknown iou_area {iou_area!r}; expected one of {IOU_AREAS}")
+    extra = 1.0 if iou_area == "inclusive" else 0.0
     a, b = a[..., :, None, :], b[..., None, :, :]
-    wh = (torch.minimum(a[..., 2:], b[..., 2:]) - torch.maximum(a[..., :2], b[..., :2])).clamp(min=0)
+    wh = (torch.minimum(a[..., 2:], b[..., 2:]) - torch.maximum(a[..., :2], b[..., :2]) + extra).clamp(min=0)
     inter = wh[..., 0] * wh[..., 1]
-    area_a = (a[..., 2] - a[..., 0]) * (a[..., 3] - a[..., 1])
-    area_b = (b[..., 2] - b[..., 0]) * (b[..., 3] - b[..., 1])
+    area_a = (a[..., 2] - a[..., 0] + extra) * (a[..., 3] - a[..., 1] + extra)
+    area_b = (b[..., 2] - b[..., 0] + extra) * (b[..., 3] - b[..., 1] + extra)
     union = area_a + area_b - inter
     return torch.where(union > 0, inter / union.clamp(min=1e-12), torch.zeros_like(inter))
 
@@ -124,7 +135,8 @@ def points_in_boxes(points: Tensor, gt_boxes: Sequence[Tensor], gt_mode: GTMode 
     return (inside & valid).any(dim=1)
 
 
-def box_ious(pred_boxes: Sequence[Tensor], gt_boxes: Sequence[Tensor], box_rule: BoxRule = "union") -> Tensor:
+def box_ious(pred_boxes: Sequence[Tensor], gt_boxes: Sequence[Tensor], box_rule: BoxRule = "union",
+             iou_area: IoUArea = "continuous") -> Tensor:
     """``(N,)`` IoU per item under ``box_rule``; an item without predicted boxes scores 0.
 
     * ``"union"``: IoU(union of predicted boxes, union of GT boxes) — the WWbL reference.
@@ -144,13 +156,13 @@ def box_ious(pred_boxes: Sequence[Tensor], gt_boxes: Sequence[Tensor], box_rule:
     pred, pred_valid = pad_boxes(pred_boxes)
     has_pred = pred_valid.any(dim=1)
     if box_rule == "max":
-        ious = pairwise_iou(pred, gt)
+        ious = pairwise_iou(pred, gt, iou_area)
         ious = torch.where(pred_valid[:, :, None] & gt_valid[:, None, :], ious, torch.zeros_like(ious))
         return ious.flatten(1).amax(dim=1)
     gt_union = union_of_padded(gt, gt_valid)
     chosen = union_of_padded(pred, pred_valid) if box_rule == "union" else pred[:, 0]
     chosen = torch.where(has_pred[:, None], chosen, torch.zeros_like(chosen))
-    ious = pairwise_iou(chosen[:, None], gt_union[:, None])[:, 0, 0]
+    ious = pairwise_iou(chosen[:, None], gt_union[:, None], iou_area)[:, 0, 0]
     return torch.where(has_pred, ious, torch.zeros_like(ious))
 
 
@@ -238,20 +250,22 @@ class BoxAccuracy(Metric):
     higher_is_better = True
 
     def __init__(self, iou_threshold: float = 0.5, strict: bool = False, box_rule: BoxRule = "union",
-                 **kwargs) -> None:
+                 iou_area: IoUArea = "continuous", **kwargs) -> None:
         super().__init__(**kwargs)
         if box_rule not in ("union", "top1", "max"):
             raise ValueError(f"unknown box_rule {box_rule!r}; expected 'union', 'top1' or 'max'")
+        if iou_area not in IOU_AREAS:
+            raise ValueError(f"unknown iou_area {iou_area!r}; expected one of {IOU_AREAS}")
         if not 0.0 <= iou_threshold <= 1.0:
             raise ValueError(f"iou_threshold must lie in [0, 1], got {iou_threshold}")
-        self.iou_threshold, self.strict, self.box_rule = iou_threshold, strict, box_rule
+        self.iou_threshold, self.strict, self.box_rule, self.iou_area = iou_threshold, strict, box_rule, iou_area
         self.add_state("correct", default=torch.tensor(0), dist_reduce_fx="sum")
         self.add_state("total", default=torch.tensor(0), dist_reduce_fx="sum")
         self.add_state("iou_sum", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
 
     def update(self, pred_boxes: Sequence[Tensor], gt_boxes: Sequence[Tensor]) -> None:
         """``pred_boxes``: ``(M_i, 4)`` per item, sorted by decreasing score; ``gt_boxes``: ``(K_i, 4)``."""
-        ious = box_ious(pred_boxes, gt_boxes, self.box_rule)
+        ious = box_ious(pred_boxes, gt_boxes, self.box_rule, self.iou_area)
         self.correct += int(_passes(ious, self.iou_threshold, self.strict).sum())
         self.total += len(ious)
         self.iou_sum += float(ious.double().sum())
@@ -348,11 +362,13 @@ class GTKnownLoc(BoxAccuracy):
 
     WWbL (Tables 2, 3) predicts one box per image (``wsol_box``: largest contour above 0.1) and
     uses ``>=``; ImageNet images with several GT boxes take the maximum over them. VL-Score wrote
-    "larger than 0.5": pass ``strict=True`` for that reading.
+    "larger than 0.5": pass ``strict=True`` for that reading. ``iou_area="inclusive"`` adds the
+    released WSOL code's ``+1`` pixel terms (default ``"continuous"``).
     """
 
-    def __init__(self, iou_threshold: float = 0.5, strict: bool = False, **kwargs) -> None:
-        super().__init__(iou_threshold=iou_threshold, strict=strict, box_rule="max", **kwargs)
+    def __init__(self, iou_threshold: float = 0.5, strict: bool = False, iou_area: IoUArea = "continuous",
+                 **kwargs) -> None:
+        super().__init__(iou_threshold=iou_threshold, strict=strict, box_rule="max", iou_area=iou_area, **kwargs)
 
 
 class TopKLoc(Metric):
@@ -368,11 +384,14 @@ class TopKLoc(Metric):
     higher_is_better = True
 
     def __init__(self, topk: Sequence[int] = (1, 5), iou_threshold: float = 0.5, strict: bool = False,
-                 **kwargs) -> None:
+                 iou_area: IoUArea = "continuous", **kwargs) -> None:
         super().__init__(**kwargs)
         if not topk or min(topk) < 1:
             raise ValueError(f"topk must be positive integers, got {topk}")
+        if iou_area not in IOU_AREAS:
+            raise ValueError(f"unknown iou_area {iou_area!r}; expected one of {IOU_AREAS}")
         self.topk, self.iou_threshold, self.strict = tuple(int(k) for k in topk), iou_threshold, strict
+        self.iou_area = iou_area
         self.add_state("loc", default=torch.zeros(len(self.topk), dtype=torch.long), dist_reduce_fx="sum")
         self.add_state("cls", default=torch.zeros(len(self.topk), dtype=torch.long), dist_reduce_fx="sum")
         self.add_state("gt_known", default=torch.tensor(0), dist_reduce_fx="sum")
@@ -395,7 +414,7 @@ class TopKLoc(Metric):
             raise ValueError("ranked must be (N, K) with one row and one label per item")
         if ranked.shape[1] < max(self.topk):
             raise ValueError(f"top-{max(self.topk)} needs {max(self.topk)} ranked classes, got {ranked.shape[1]}")
-        ious = box_ious(pred_boxes, gt_boxes, "max")
+        ious = box_ious(pred_boxes, gt_boxes, "max", self.iou_area)
         located = _passes(ious, self.iou_threshold, self.strict)
         for i, k in enumerate(self.topk):
             in_top = (ranked[:, :k] == labels[:, None]).any(dim=1)

@@ -6,6 +6,12 @@ without recomputing heatmaps. Records are plain JSON (see ``evaluate.RecordCache
 
 * ``wsg`` — per GT item: heatmaps of its phrases averaged (the reference's Flickr protocol),
   pointing game, box accuracy (union rule, ``IoU >= 0.5``) and Acc@thr (best box, ``IoU > thr``).
+  ``entity_average``: ``"normalised"`` (default) min-max normalises each phrase map before the
+  average; ``"raw"`` averages the maps in the method's own scale and normalises the mean (the
+  released code). ``box_resolution``: ``"original"`` (default) cuts boxes from the map resized
+  to the original image; ``"model"`` cuts them at the method's square input side S and scales
+  them to the image (the released code, S = g's size). Pointing always uses the map at the
+  original resolution, as the released code.
 * ``wwbl`` — per image: the WWbL pipeline's (or a predictions file's) captions, their heatmap
   argmax points and boxes; per GT item the nearest caption in CLIP text space (WWbL metric).
 * ``wsol`` — per image: heatmap of the class prompt (averaged over the class's names), its boxes,
@@ -26,6 +32,7 @@ from PIL import Image
 from torch import Tensor
 
 from wwbl.boxes import Detections
+from wwbl.clip import minmax_normalize
 from wwbl.evaluation.datasets import GroundingSample, MaskSample, WSOLSample, load_mask
 from wwbl.evaluation.metrics import (
     AccAtIoU,
@@ -39,6 +46,10 @@ from wwbl.evaluation.metrics import (
     argmax_points,
     nearest_captions,
 )
+from wwbl.images import resize_heatmap
+
+ENTITY_AVERAGES = ("normalised", "raw")
+BOX_RESOLUTIONS = ("original", "model")
 
 
 @dataclass
@@ -88,11 +99,11 @@ def detections_for(extractor: Any, images: Sequence[Image.Image], phrases: Seque
 
 
 def _heatmaps_once_per_phrase(extractor: Any, images: Sequence[Image.Image],
-                              phrase_lists: list[list[str]]) -> list[Tensor]:
+                              phrase_lists: list[list[str]], **options: bool) -> list[Tensor]:
     """``extractor.heatmaps`` with each distinct phrase of an image computed once (items of one image
     often share phrases, e.g. "a man"), expanded back to one map per entry of ``phrase_lists``."""
     positions = [{p: i for i, p in enumerate(dict.fromkeys(phrases))} for phrases in phrase_lists]
-    maps = extractor.heatmaps(list(images), [list(position) for position in positions])
+    maps = extractor.heatmaps(list(images), [list(position) for position in positions], **options)
     return [m[[position[p] for p in phrases]] for m, position, phrases in zip(maps, positions, phrase_lists)]
 
 
@@ -100,26 +111,54 @@ class GroundingTask:
     """WSG on a grounding benchmark (WWbL Tables 6–7, Adapting-CLIP Table 1)."""
 
     def __init__(self, extractor: Any, box_fn: BoxFn | None, gt_mode: str = "union", iou_threshold: float = 0.5,
-                 acc_threshold: float = 0.5) -> None:
+                 acc_threshold: float = 0.5, entity_average: str = "normalised",
+                 box_resolution: str = "original") -> None:
+        if entity_average not in ENTITY_AVERAGES:
+            raise ValueError(f"entity_average must be one of {ENTITY_AVERAGES}, got {entity_average!r}")
+        if box_resolution not in BOX_RESOLUTIONS:
+            raise ValueError(f"box_resolution must be one of {BOX_RESOLUTIONS}, got {box_resolution!r}")
         self.extractor, self.box_fn = extractor, box_fn  # box_fn None → the method's own detect()
         self.gt_mode, self.iou_threshold, self.acc_threshold = gt_mode, iou_threshold, acc_threshold
+        self.entity_average, self.box_resolution = entity_average, box_resolution
+
+    def _map_options(self) -> dict[str, bool]:
+        # Only non-default requests are passed, so any object with heatmaps(images, phrases) serves the defaults.
+        options = {}
+        if self.entity_average == "raw":
+            options["normalize"] = False
+        if self.box_resolution == "model":
+            options["native_resolution"] = True
+        return options
+
+    def _entity_map(self, maps: Tensor) -> Tensor:
+        mean = maps.mean(dim=0)
+        return minmax_normalize(mean) if self.entity_average == "raw" else mean
+
+    def _boxes(self, heatmap: Tensor, size_hw: tuple[int, int]) -> Detections:
+        if self.box_resolution == "original":
+            return self.box_fn(resize_heatmap(heatmap, size_hw))
+        side = int(self.extractor.input_size)
+        dets = self.box_fn(resize_heatmap(heatmap, (side, side)))
+        scale = torch.tensor([size_hw[1], size_hw[0], size_hw[1], size_hw[0]], dtype=torch.float32) / side
+        return Detections(dets.boxes * scale, dets.scores, dets.phrases)
 
     def process(self, units: Sequence[Unit], images: Sequence[Image.Image]) -> list[dict]:
         phrase_lists = [[p for s in u.samples for p in s.phrases] for u in units]
-        maps = _heatmaps_once_per_phrase(self.extractor, images, phrase_lists)
+        maps = _heatmaps_once_per_phrase(self.extractor, images, phrase_lists, **self._map_options())
         own = None
         if self.box_fn is None:
             own = detections_for(self.extractor, images, [[s.phrases[0] for s in u.samples] for u in units])
         records = []
         for k, (unit, image_maps) in enumerate(zip(units, maps)):
+            size_hw = (images[k].height, images[k].width)
             counts = [len(s.phrases) for s in unit.samples]
-            averaged = [m.mean(dim=0) for m in image_maps.split(counts)]
-            points = argmax_points(averaged).tolist()
+            averaged = [self._entity_map(m) for m in image_maps.split(counts)]
+            points = argmax_points([resize_heatmap(m, size_hw) for m in averaged]).tolist()
             items = {}
             for j, (sample, heatmap) in enumerate(zip(unit.samples, averaged)):
-                dets = own[k][j] if own is not None else self.box_fn(heatmap)
+                dets = own[k][j] if own is not None else self._boxes(heatmap, size_hw)
                 items[sample.item_id] = {"point": points[j], **_boxes_json(dets)}
-            records.append({"key": unit.key, "size_hw": [images[k].height, images[k].width], "items": items})
+            records.append({"key": unit.key, "size_hw": list(size_hw), "items": items})
         return records
 
     def score(self, units: Sequence[Unit], records: dict[str, dict]) -> dict[str, Any]:
@@ -216,9 +255,9 @@ class WSOLTask:
 
     def __init__(self, extractor: Any, box_fn: BoxFn | None, prompts: Callable[[tuple[str, ...]], list[str]],
                  classify: Callable[[Sequence[Image.Image]], Tensor] | None, iou_threshold: float = 0.5,
-                 strict: bool = False) -> None:
+                 strict: bool = False, iou_area: str = "continuous") -> None:
         self.extractor, self.box_fn, self.prompts, self.classify = extractor, box_fn, prompts, classify
-        self.iou_threshold, self.strict = iou_threshold, strict
+        self.iou_threshold, self.strict, self.iou_area = iou_threshold, strict, iou_area
 
     def process(self, units: Sequence[Unit], images: Sequence[Image.Image]) -> list[dict]:
         samples: list[WSOLSample] = [u.samples[0] for u in units]
@@ -238,7 +277,7 @@ class WSOLTask:
         done = [u for u in units if u.key in records]
         gts = [u.samples[0].gt_boxes for u in done]
         preds = [_boxes_of(records[u.key]) for u in done]
-        gt_known = GTKnownLoc(self.iou_threshold, strict=self.strict)
+        gt_known = GTKnownLoc(self.iou_threshold, strict=self.strict, iou_area=self.iou_area)
         out: dict[str, Any] = {"items": len(done)}
         if done:
             gt_known.update(preds, gts)
@@ -246,7 +285,8 @@ class WSOLTask:
         out["mean_box_iou"] = gt_known.mean_iou().item()
         if done and all("topk" in records[u.key] for u in done):
             ranks = torch.tensor([records[u.key]["topk"] for u in done])
-            metric = TopKLoc((1, 5) if ranks.shape[1] >= 5 else (1,), self.iou_threshold, self.strict)
+            metric = TopKLoc((1, 5) if ranks.shape[1] >= 5 else (1,), self.iou_threshold, self.strict,
+                             self.iou_area)
             metric.update(preds, gts, None, torch.tensor([u.samples[0].label for u in done]), ranked=ranks)
             out.update({k: v.item() for k, v in metric.compute().items() if k not in ("gt_known_loc", "mean_iou")})
         return out

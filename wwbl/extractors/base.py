@@ -56,12 +56,15 @@ class HeatmapExtractor(nn.Module, ABC):
         return self.clip.device
 
     def heatmaps(
-        self, images: Sequence[ImageInput], phrases: Sequence[Sequence[str]], native_resolution: bool = False
+        self, images: Sequence[ImageInput], phrases: Sequence[Sequence[str]], native_resolution: bool = False,
+        normalize: bool = True,
     ) -> list[Tensor]:
         """Per image a P_i×H_i×W_i float tensor in [0, 1] (CPU) at the original resolution.
 
-        `native_resolution=True` returns the maps as the method produced them (e.g. the patch grid),
-        for post-processing that chooses its own interpolation.
+        `native_resolution=True` returns the maps at the size the method produced them (e.g. the
+        patch grid), for post-processing that chooses its own interpolation. `normalize=False` skips
+        the per-map min-max (values in the method's own scale), for callers that combine raw maps
+        first, as the released code's Flickr entity average.
         """
         if len(images) != len(phrases):
             raise ValueError(f"{len(images)} images but {len(phrases)} phrase lists")
@@ -69,10 +72,12 @@ class HeatmapExtractor(nn.Module, ABC):
         out: list[Tensor] = []
         for start in range(0, len(tensors), self.images_per_batch):
             chunk = slice(start, start + self.images_per_batch)
-            out.extend(self._chunk_heatmaps(tensors[chunk], [list(p) for p in phrases[chunk]], native_resolution))
+            out.extend(self._chunk_heatmaps(tensors[chunk], [list(p) for p in phrases[chunk]], native_resolution,
+                                            normalize))
         return out
 
-    def _chunk_heatmaps(self, images: list[Tensor], phrases: list[list[str]], native_resolution: bool) -> list[Tensor]:
+    def _chunk_heatmaps(self, images: list[Tensor], phrases: list[list[str]], native_resolution: bool,
+                        normalize: bool) -> list[Tensor]:
         busy = [i for i, p in enumerate(phrases) if p]  # images without phrases cost nothing
         out = [torch.zeros(0, *img.shape[-2:]) for img in images]
         if not busy:
@@ -84,9 +89,13 @@ class HeatmapExtractor(nn.Module, ABC):
         text_emb = self.encode_phrases(flat)
         maps = self._heatmaps_square(self.prepare_images(square), text_emb, image_index, flat)
         # Every source is min-max normalised, as the reference's box extraction does, so one box rule fits all.
-        maps = minmax_normalize(maps.detach().float()).cpu()
+        maps = maps.detach().float()
+        maps = (minmax_normalize(maps) if normalize else maps).cpu()
         for i, per_image in zip(busy, maps.split(counts)):
-            out[i] = per_image if native_resolution else resize_heatmap(per_image, images[i].shape[-2:]).clamp(0, 1)
+            if not native_resolution:
+                per_image = resize_heatmap(per_image, images[i].shape[-2:])
+                per_image = per_image.clamp(0, 1) if normalize else per_image
+            out[i] = per_image
         return out
 
     def encode_phrases(self, phrases: list[str]) -> Tensor:
