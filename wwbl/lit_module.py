@@ -90,8 +90,9 @@ class WWbLModule(L.LightningModule):
             mean of the 224 mask).
         relevancy_start_layer: Chefer relevancy start block (-1 = last only, as the reference).
         lr, momentum, weight_decay: SGD (paper: 3e-4, 0.9, 1e-4; released code lr 1.2e-3).
-        val_box_mode: WSG box rule for the validation box accuracy, "paper" (NMS 0.3) or
-            "reference" (the released code's rule); WSOL always uses the largest contour at 0.1.
+        val_box_mode: box rule for the validation box accuracy, "paper" or "reference" (the
+            released code's): for WSG ``wsg_boxes`` (NMS 0.3 vs. the union rule), for WSOL
+            ``wsol_box`` (the largest contour at 0.1 of the map vs. of the cubehelix gray).
     """
 
     def __init__(
@@ -259,11 +260,11 @@ class WWbLModule(L.LightningModule):
             self.log(f"val/{name}", metric, batch_size=len(heatmaps), prog_bar=True)
 
     def _boxes(self, heatmap: torch.Tensor) -> Any:
-        """Boxes of one heatmap: WSOL's largest contour at 0.1, or the WSG rule (``val_box_mode``)."""
+        """Boxes of one heatmap: WSOL's largest contour at 0.1 or the WSG rule, in ``val_box_mode``."""
         from wwbl.inference.heatmap_boxes import wsg_boxes, wsol_box
 
         if self.hparams.task == "wsol":
-            return wsol_box(heatmap)
+            return wsol_box(heatmap, mode=self.hparams.val_box_mode)
         return wsg_boxes(heatmap, mode=self.hparams.val_box_mode)
 
     # -- checkpoints -----------------------------------------------------------------------------
