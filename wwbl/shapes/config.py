@@ -34,8 +34,9 @@ def world_config_from(section: dict[str, Any] | None) -> WorldConfig:
     unknown = set(section) - known
     if unknown:
         raise ValueError(f"unknown world config keys {sorted(unknown)}; known: {sorted(known)}")
-    if "clutter_specks" in section:
-        section["clutter_specks"] = tuple(section["clutter_specks"])
+    for key in ("clutter_specks", "colours", "shapes"):
+        if key in section:
+            section[key] = tuple(section[key])
     return WorldConfig(**section)
 
 
@@ -43,6 +44,14 @@ def load_world_config(path: str) -> tuple[WorldConfig, dict[str, Any]]:
     """The world and the dataset sizes (``sizes:`` section) of a world YAML."""
     data = read_yaml(path)
     return world_config_from(data.get("world")), dict(data.get("sizes") or {})
+
+
+def stage_world(section: dict[str, Any] | str | None) -> WorldConfig:
+    """A stage config's ``world:``: a mapping of ``WorldConfig`` fields, or the path of a world
+    YAML (``world: configs/shapes/world.yaml``) so that every stage shares one world."""
+    if isinstance(section, str):
+        return load_world_config(section)[0]
+    return world_config_from(section)
 
 
 def budgeted_lr(step: int, minutes: float, lr: float, warmup_steps: int, steps: int, max_minutes: float) -> float:
@@ -65,4 +74,4 @@ def load_stage_config(path: str, overrides: dict[str, Any], default: StageConfig
     unknown = set(section) - known
     if unknown:
         raise ValueError(f"unknown train config keys {sorted(unknown)}; known: {sorted(known)}")
-    return world_config_from(data.get("world")), replace(default, **section)
+    return stage_world(data.get("world")), replace(default, **section)

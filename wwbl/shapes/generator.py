@@ -64,6 +64,8 @@ class WorldConfig:
     clutter_specks: tuple[int, int] = (8, 30)
     num_heldout_combos: int = 10
     placement_tries: int = 30
+    colours: tuple[str, ...] = tuple(COLOURS)  # the world's palette, a subset of COLOURS
+    shapes: tuple[str, ...] = SHAPES  # the world's shapes, a subset of SHAPES
 
     def __post_init__(self) -> None:
         if not (1 <= self.min_objects <= self.max_objects):
@@ -72,6 +74,12 @@ class WorldConfig:
             raise ValueError("need 0 < min_radius <= max_radius < image_size / 2")
         if self.image_size < 16:
             raise ValueError(f"image_size must be >= 16, got {self.image_size}")
+        for kind, names, known in (("colours", self.colours, tuple(COLOURS)), ("shapes", self.shapes, SHAPES)):
+            unknown = [n for n in names if n not in known]
+            if unknown or len(set(names)) != len(names) or len(names) < 2:
+                raise ValueError(f"{kind} must be at least two distinct names from {known}, got {names}")
+        if self.num_heldout_combos > len(self.colours) * len(self.shapes) // 2:
+            raise ValueError("num_heldout_combos must leave at least half of the combinations seen")
 
 
 @dataclass
@@ -134,7 +142,7 @@ def _inside(shape_ids: np.ndarray, u: np.ndarray, v: np.ndarray) -> np.ndarray:
 
 
 def draw_shapes(shape_ids: np.ndarray, centres: np.ndarray, radii: np.ndarray, size: int) -> np.ndarray:
-    """K x size x size boolean full (unoccluded) masks for K objects, computed at once."""
+    """K x size x size boolean full (unoccluded) masks for K objects (``shape_ids`` index SHAPES)."""
     grid = np.arange(size, dtype=np.float32) + 0.5
     u = (grid[None, None, :] - centres[:, 0, None, None]) / radii[:, None, None]
     v = (grid[None, :, None] - centres[:, 1, None, None]) / radii[:, None, None]
@@ -158,35 +166,40 @@ def mask_box(mask: np.ndarray) -> tuple[int, int, int, int]:
 
 
 def _background(rng: np.random.Generator, size: int, kind: str) -> np.ndarray:
-    """Muted, textured background (float H x W x 3) plus small random-coloured clutter is added later."""
+    """Muted, textured background (float H x W x 3); small random-coloured clutter is added later.
+    Texture scales are in units of a 64 px scene, so a larger scene is the same picture, finer."""
+    scale = size / 64
     base = rng.uniform(45, 140) + rng.normal(0, 18, size=3)
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
     if kind == "striped":
-        angle, period = rng.uniform(0, np.pi), rng.uniform(4, 12)
+        angle, period = rng.uniform(0, np.pi), rng.uniform(4, 12) * scale
         wave = np.sign(np.sin((xx * np.cos(angle) + yy * np.sin(angle)) * 2 * np.pi / period))
     elif kind == "checkered":
-        cell = rng.integers(3, 9)
+        cell = rng.integers(3, 9) * scale
         wave = ((xx // cell + yy // cell) % 2) * 2 - 1.0
     elif kind == "speckled":
         wave = rng.normal(0, 1, size=(size, size))
     else:  # cloudy: smooth low-frequency noise from a coarse grid, upsampled by repetition + blur
-        coarse = rng.normal(0, 1, size=(size // 8 + 2, size // 8 + 2))
-        wave = np.kron(coarse, np.ones((8, 8)))[:size, :size]
-        wave = (wave + np.roll(wave, 4, 0) + np.roll(wave, 4, 1) + np.roll(wave, (4, 4), (0, 1))) / 2
+        block = int(round(8 * scale))
+        coarse = rng.normal(0, 1, size=(size // block + 2, size // block + 2))
+        wave = np.kron(coarse, np.ones((block, block)))[:size, :size]
+        half = block // 2
+        wave = (wave + np.roll(wave, half, 0) + np.roll(wave, half, 1) + np.roll(wave, (half, half), (0, 1))) / 2
     amplitude = rng.uniform(10, 28)
     tint = rng.normal(0, 10, size=3)
     return base[None, None, :] + wave[..., None] * (amplitude + tint[None, None, :])
 
 
 def _add_specks(rng: np.random.Generator, canvas: np.ndarray, count_range: tuple[int, int]) -> None:
-    """Tiny (1-2 px) random-coloured specks: clutter far smaller than any object."""
+    """Tiny random-coloured specks (1-2 px of a 64 px scene): clutter far smaller than any object."""
     size = canvas.shape[0]
+    unit = max(1, round(size / 64))
     count = int(rng.integers(count_range[0], count_range[1] + 1))
-    xs, ys = rng.integers(0, size - 1, count), rng.integers(0, size - 1, count)
-    extents = rng.integers(1, 3, count)
+    xs, ys = rng.integers(0, size - 2 * unit + 1, count), rng.integers(0, size - 2 * unit + 1, count)
+    extents = rng.integers(1, 3, count) * unit
     colours = rng.uniform(0, 255, size=(count, 3))
-    for dx in range(2):
-        for dy in range(2):
+    for dx in range(2 * unit):
+        for dy in range(2 * unit):
             keep = (dx < extents) & (dy < extents)
             canvas[ys[keep] + dy, xs[keep] + dx] = colours[keep]
 
@@ -196,8 +209,8 @@ class ShapesWorld:
 
     def __init__(self, config: WorldConfig | None = None) -> None:
         self.config = config or WorldConfig()
-        self.colours = tuple(COLOURS)
-        self.shapes = SHAPES
+        self.colours = self.config.colours
+        self.shapes = self.config.shapes
 
     @cached_property
     def heldout_combos(self) -> frozenset[tuple[str, str]]:
@@ -255,7 +268,7 @@ class ShapesWorld:
         """Sample centres/radii so that every object keeps ``min_visible`` of its area visible.
         Objects that cannot be placed after ``placement_tries`` are dropped (count varies anyway)."""
         cfg, size = self.config, self.config.image_size
-        shape_ids = np.array([self.shapes.index(s) for _, s in combos])
+        shape_ids = np.array([SHAPES.index(s) for _, s in combos])
         log_r = rng.uniform(np.log(cfg.min_radius), np.log(cfg.max_radius), size=(len(combos), cfg.placement_tries))
         radii_all = np.exp(log_r)
         margin = radii_all * 0.8  # centres keep most of each shape inside the frame
@@ -305,7 +318,7 @@ class ShapesWorld:
         background = BACKGROUNDS[rng.integers(len(BACKGROUNDS))]
         canvas = _background(rng, size, background)
         _add_specks(rng, canvas, cfg.clutter_specks)
-        shape_ids = np.array([self.shapes.index(s) for _, s in combos], dtype=int)
+        shape_ids = np.array([SHAPES.index(s) for _, s in combos], dtype=int)
         full = draw_shapes(shape_ids, centres, radii, size) if len(combos) else np.zeros((0, size, size), bool)
         visible = visible_masks(full)
         base_colours = np.array([COLOURS[c] for c, _ in combos], dtype=np.float32).reshape(-1, 3)

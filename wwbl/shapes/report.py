@@ -42,10 +42,12 @@ from torch import Tensor
 
 from wwbl.errors import MissingResourceError
 from wwbl.extractors.base import HeatmapExtractor
+from wwbl.shapes.history import plot_history
 
 log = logging.getLogger("wwbl.shapes.report")
 
 SPLITS = {"test": "flickr30k", "openworld": "flickr30k_openworld"}  # report split → folder under --data
+HISTORY_PNG = "g_val_per_epoch.png"
 SPLIT_TITLES = {"test": "held-out test (seen combinations)", "openworld": "open-world (unseen combinations)"}
 # Training-free extractors that run on a ViT CLIP, with options (row label → (registry name, options)).
 EXTRACTORS: dict[str, tuple[str, dict[str, Any]]] = {
@@ -140,8 +142,8 @@ class ReportSettings:
     g_config: str = "configs/shapes/g.yaml"
     limit: int = 200  # WSG: first N images of each split
     wwbl_limit: int = 25  # WWbL: first N images of each split (BLIP over all proposals is the slow part)
-    ablation_steps: int = 40
-    ablation_max_minutes: float = 6.0  # safety cap per ablation training
+    ablation_steps: int = 100
+    ablation_seeds: list[int] = field(default_factory=lambda: [0, 1, 2])  # one training per arm and seed
     ablation_val_batches: int = 4
     seed: int = 0
     batch_size: int = 16
@@ -282,6 +284,14 @@ def choose_centre_sigma(ev: Evaluator) -> tuple[float, dict[str, float]]:
     return best, scores
 
 
+def teacher_label(g_config: str) -> str:
+    """The EXTRACTORS row that is g's L_rmap target: GAE from the block g's config starts at."""
+    from wwbl.shapes.config import read_yaml
+
+    start = int((read_yaml(g_config).get("model") or {}).get("relevancy_start_layer", -1))
+    return "gae" if start == -1 else "gae_all_blocks" if start == 0 else f"gae_from_block{start}"
+
+
 def teacher_on_val(ev: Evaluator) -> dict[str, Any]:
     """GAE from the last block (g.yaml's L_rmap target, as the reference) vs. from all blocks, on
     **val**: the evidence a choice of g's relevancy target may rest on (test is not used for it)."""
@@ -313,14 +323,16 @@ def wsg_rows(ev: Evaluator) -> dict[str, Any]:
                 log.error("WSG %s on %s failed: %s", label, split, err)
                 rows.setdefault(label, {})[split] = {"error": f"{type(err).__name__}: {err}"}
     return {"rows": rows, "centre_sigma": sigma, "centre_sigma_val_box_acc": sigma_scores,
-            "not_applicable": NOT_APPLICABLE, "teacher_val": teacher_on_val(ev)}
+            "not_applicable": NOT_APPLICABLE, "teacher_val": teacher_on_val(ev), "teacher": teacher_label(ev.s.g_config)}
 
 
 def wwbl_rows(ev: Evaluator) -> dict[str, Any]:
-    """WWbL metric of Algorithm 1 with g and with GAE (WWbL Table 7 in miniature)."""
+    """WWbL metric of Algorithm 1 with g and with GAE as g's teacher (WWbL Table 7 in miniature)."""
     rows: dict[str, dict[str, Any]] = {}
+    teacher = EXTRACTORS[teacher_label(ev.s.g_config)]
     for split in SPLITS:
-        for label, kwargs in (("g", {"checkpoint": ev.s.g_checkpoint}), ("gae", {"method": "gae"})):
+        for label, kwargs in (("g", {"checkpoint": ev.s.g_checkpoint}),
+                              ("gae", {"method": teacher[0], "options": teacher[1]})):
             if label == "g" and not ev.s.has_g:
                 rows.setdefault(label, {})[split] = {"missing": f"no exported g at {ev.s.g_checkpoint}"}
                 continue
@@ -337,24 +349,24 @@ def wwbl_rows(ev: Evaluator) -> dict[str, Any]:
 # ----------------------------------------------------------------------------- loss ablation
 
 
-def train_arm(s: ReportSettings, arm: str, overrides: list[str]) -> dict[str, Any]:
-    """Train g for one ablation arm (``train.py`` with overrides of the g config) and export it."""
+def train_arm(s: ReportSettings, arm: str, overrides: list[str], seed: int) -> dict[str, Any]:
+    """Train g for one ablation arm and seed (``train.py`` with overrides of the g config) and export it.
+    The budget is a number of steps, never a time, so every arm gets the same training."""
     inputs = fingerprint(s.clip_checkpoint, s.g_config, Path(s.data) / "coco" / "annotations")
-    root = Path(s.work) / "ablation" / f"{arm}-{inputs}-steps{s.ablation_steps}-seed{s.seed}"
+    root = Path(s.work) / "ablation" / f"{arm}-{inputs}-steps{s.ablation_steps}-seed{seed}"
     export = root / "export"
     if s.resume and (export / "config.json").is_file() and (root / "train.json").is_file():
         return json.loads((root / "train.json").read_text(encoding="utf-8"))
     shutil.rmtree(root, ignore_errors=True)
-    minutes = s.ablation_max_minutes
-    max_time = f"00:{int(minutes // 60):02d}:{int(minutes % 60):02d}:{round(minutes * 60) % 60:02d}"
-    command = [sys.executable, "train.py", "--config", s.g_config, "--seed_everything", str(s.seed),
+    command = [sys.executable, "train.py", "--config", s.g_config, "--seed_everything", str(seed),
                "--trainer.max_epochs", "1", "--trainer.limit_train_batches", str(s.ablation_steps),
-               "--trainer.limit_val_batches", str(s.ablation_val_batches), "--trainer.max_time", max_time,
+               "--trainer.limit_val_batches", str(s.ablation_val_batches),
                "--trainer.enable_progress_bar", "false", "--trainer.default_root_dir", str(root),
+               "--trainer.logger.init_args.save_dir", str(root),
                "--model.clip_checkpoint", s.clip_checkpoint,
                "--data.init_args.root", str(Path(s.data) / "coco"),
                "--data.init_args.val_root", s.split_root("test"), *overrides]
-    log.info("ablation %s: %s", arm, " ".join(command))
+    log.info("ablation %s seed %d: %s", arm, seed, " ".join(command))
     done, seconds = _timed(lambda: subprocess.run(command, capture_output=True, text=True, check=False))
     (root / "train.log").parent.mkdir(parents=True, exist_ok=True)
     (root / "train.log").write_text(done.stdout + done.stderr, encoding="utf-8")
@@ -369,25 +381,75 @@ def train_arm(s: ReportSettings, arm: str, overrides: list[str]) -> dict[str, An
     if exported.returncode != 0:
         raise RuntimeError(f"export of ablation arm {arm} failed: {exported.stderr[-2000:]}")
     info = {"command": " ".join(command[1:]).replace(sys.executable, "python"), "train_seconds": seconds,
-            "steps": steps, "export": str(export), "checkpoint": str(checkpoint)}
+            "steps": steps, "seed": seed, "export": str(export), "checkpoint": str(checkpoint)}
     (root / "train.json").write_text(json.dumps(info, indent=2), encoding="utf-8")
     return info
 
 
+def mean_std(values: list[float]) -> dict[str, float]:
+    """Mean and sample standard deviation (0 for a single value) of per-seed results."""
+    t = torch.tensor(values, dtype=torch.float64)
+    return {"mean": float(t.mean()), "std": float(t.std()) if len(values) > 1 else 0.0, "n": len(values)}
+
+
 def ablation_rows(ev: Evaluator) -> dict[str, Any]:
-    """Each arm trained with the same seed and the same number of steps, then evaluated like g."""
+    """Each arm trained once per seed with the same number of steps, evaluated like g; mean ± std."""
     rows: dict[str, Any] = {}
     for arm, (description, overrides) in ABLATION_ARMS.items():
+        runs: list[dict[str, Any]] = []
         try:
-            info = train_arm(ev.s, arm, overrides)
-            ev.timings[f"ablation/{arm}/train"] = info["train_seconds"]
-            rows[arm] = {"description": description, "overrides": overrides, **info,
-                         **{split: ev.wsg(split, f"ablation_{arm}", checkpoint=info["export"]) for split in SPLITS}}
+            for seed in ev.s.ablation_seeds:
+                info = train_arm(ev.s, arm, overrides, seed)
+                ev.timings[f"ablation/{arm}/seed{seed}/train"] = info["train_seconds"]
+                runs.append({**info, **{split: ev.wsg(split, f"ablation_{arm}_seed{seed}", checkpoint=info["export"])
+                                        for split in SPLITS}})
         except (RuntimeError, ValueError, OSError) as err:
             log.error("ablation arm %s failed: %s", arm, err)
-            rows[arm] = {"description": description, "overrides": overrides, "error": str(err)}
-    return {"rows": rows, "steps": ev.s.ablation_steps, "seed": ev.s.seed,
-            "batch_size_from": ev.s.g_config, "max_minutes_cap": ev.s.ablation_max_minutes}
+            rows[arm] = {"description": description, "overrides": overrides, "error": str(err), "runs": runs}
+            continue
+        summary = {split: {key: mean_std([r[split][key] for r in runs]) for key in ("pointing", "bbox_acc")}
+                   for split in SPLITS}
+        rows[arm] = {"description": description, "overrides": overrides, "runs": runs,
+                     "steps": sorted({r["steps"] for r in runs}), **summary}
+    return {"rows": rows, "steps": ev.s.ablation_steps, "seeds": ev.s.ablation_seeds,
+            "batch_size_from": ev.s.g_config}
+
+
+def claims(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """The paper's claims this world can test, each with its measured margin and a pass/fail."""
+    out: list[dict[str, Any]] = []
+    rows = _nested(report, "wsg", "rows") or {}
+    teacher = _nested(report, "wsg", "teacher")
+    wwbl = _nested(report, "wwbl", "rows") or {}
+
+    def add(claim: str, split: str, value: float | None, needed: float) -> None:
+        out.append({"claim": claim, "split": split, "margin_points": None if value is None else 100 * value,
+                    "needed_points": 100 * needed, "holds": value is not None and value >= needed})
+
+    for split in SPLITS:
+        g, t = _nested(rows, "g", split) or {}, _nested(rows, teacher, split) or {}
+        wg, wt = _nested(wwbl, "g", split) or {}, _nested(wwbl, "gae", split) or {}
+        add("g box accuracy − teacher box accuracy ≥ 10 points", split, _diff(g, t, "bbox_acc"), 0.10)
+        add("g pointing ≥ teacher pointing", split, _diff(g, t, "pointing"), 0.0)
+        add("Algorithm 1 with g ≥ with GAE, pointing", split, _diff(wg, wt, "pointing"), 0.0)
+        add("Algorithm 1 with g ≥ with GAE, box accuracy", split, _diff(wg, wt, "bbox_acc"), 0.0)
+        gap = _diff(g, wg, "pointing")
+        add("WWbL pointing within 15 points of WSG pointing (g)", split, None if gap is None else 0.15 - gap, 0.0)
+    return out
+
+
+def _nested(d: Any, *keys: Any) -> Any:
+    for key in keys:
+        if not isinstance(d, dict) or key not in d:
+            return None
+        d = d[key]
+    return d
+
+
+def _diff(a: dict[str, Any], b: dict[str, Any], key: str) -> float | None:
+    if key not in a or key not in b:
+        return None
+    return float(a[key]) - float(b[key])
 
 
 # ----------------------------------------------------------------------------- diagnostics
@@ -441,7 +503,7 @@ def _mean(values: Tensor) -> float:
 def diagnostics(ev: Evaluator, wsg: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for split in SPLITS:
-        for label in ("g", "gae"):
+        for label in ("g", wsg["teacher"]):
             row = wsg["rows"].get(label, {}).get(split, {})
             if "run_dir" in row:
                 out.setdefault(label, {})[split] = box_diagnostics(ev, split, label, row["run_dir"])
@@ -503,6 +565,7 @@ def build_report(s: ReportSettings) -> dict[str, Any]:
         report["wwbl"] = wwbl_rows(ev)
     if "ablation" not in s.skip:
         report["ablation"] = ablation_rows(ev)
+    report["claims"] = claims(report)
     report["timings_seconds"] = ev.timings
     report["wall_clock_seconds"] = round(time.time() - started, 1)
     return report
@@ -571,7 +634,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=defaults.limit, help="WSG: first N images of each split")
     p.add_argument("--wwbl-limit", type=int, default=defaults.wwbl_limit, help="WWbL: first N images of each split")
     p.add_argument("--ablation-steps", type=int, default=defaults.ablation_steps, help="training steps per arm")
-    p.add_argument("--ablation-max-minutes", type=float, default=defaults.ablation_max_minutes)
+    p.add_argument("--ablation-seeds", type=int, nargs="+", default=defaults.ablation_seeds,
+                   help="one training per arm and seed (mean ± std over them)")
     p.add_argument("--seed", type=int, default=defaults.seed)
     p.add_argument("--batch-size", type=int, default=defaults.batch_size, help="evaluation images per batch")
     p.add_argument("--g-provenance", default="", help="how the evaluated g was trained (quoted in the report)")
@@ -593,6 +657,11 @@ def main(argv: list[str] | None = None) -> int:
     report["command"] = "python -m wwbl.shapes.report " + shlex.join(argv if argv is not None else sys.argv[1:])
     out = Path(settings.out)
     out.mkdir(parents=True, exist_ok=True)
+    history = _nested(report, "models", "g_training", "val_history")
+    if history:
+        teacher = _nested(report, "wsg", "teacher_val", _nested(report, "wsg", "teacher") or "gae")
+        plot_history(history, out / HISTORY_PNG, _nested(report, "models", "g_training", "epoch"), teacher)
+        report["g_history_png"] = HISTORY_PNG
     (out / "report.json").write_text(json.dumps(report, indent=2, default=str) + "\n", encoding="utf-8")
     (out / "README.md").write_text(render_markdown(report), encoding="utf-8")
     log.info("report written to %s in %.0f s", out, report["wall_clock_seconds"])

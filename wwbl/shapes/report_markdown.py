@@ -13,7 +13,7 @@ SPLIT_TITLES = {"test": "held-out test", "openworld": "open world"}
 ROW_TITLES = {
     "random": "random point / random box (baseline)",
     "centre": "centre Gaussian (baseline)",
-    "gae": "GAE (Chefer relevancy, last block: g's L_rmap target)",
+    "gae": "GAE (Chefer relevancy, last block)",
     "gae_all_blocks": "GAE, all blocks (start_layer 0)",
     "gem": "GEM",
     "clip_surgery": "CLIP Surgery",
@@ -139,27 +139,32 @@ def render_wsg(report: dict[str, Any]) -> list[str]:
     return lines + [""]
 
 
-def _delta(rows: dict[str, Any], split: str, key: str, a: str = "g", b: str = "gae") -> float | None:
+def _delta(rows: dict[str, Any], split: str, key: str, a: str, b: str) -> float | None:
     try:
         return 100 * (rows[a][split][key] - rows[b][split][key])
     except (KeyError, TypeError):
         return None
 
 
+def teacher_of(report: dict[str, Any]) -> str:
+    return report["wsg"].get("teacher", "gae")
+
+
 def render_claim(report: dict[str, Any]) -> list[str]:
-    """Does g beat the GAE map it learns from (the paper: +10 box accuracy)? With diagnostics."""
-    rows = report["wsg"]["rows"]
-    lines = ["## Does g beat its GAE teacher?", "",
+    """Does g beat the relevancy map it learns from (the paper: +10 box accuracy)? With diagnostics."""
+    rows, teacher = report["wsg"]["rows"], teacher_of(report)
+    lines = ["## Does g beat its teacher?", "",
              ("The paper reports that g's box accuracy exceeds that of the relevancy map it is trained against "
-             "(L_rmap) by about 10 points on Flickr30k, ReferIt and Visual Genome."), ""]
+             f"(L_rmap) by about 10 points on Flickr30k, ReferIt and Visual Genome. Here the teacher is "
+             f"{ROW_TITLES.get(teacher, teacher)} (`relevancy_start_layer` of `{report['settings']['g_config']}`)."), ""]
     for split, title in SPLIT_TITLES.items():
-        box, point = _delta(rows, split, "bbox_acc"), _delta(rows, split, "pointing")
-        if box is None:
+        box, point = _delta(rows, split, "bbox_acc", "g", teacher), _delta(rows, split, "pointing", "g", teacher)
+        if box is None or point is None:
             lines.append(f"- {title}: not measured (a run failed).")
             continue
         verdict = ("reproduced (≥ +10)" if box >= 10 else "g is better, but by less than the paper's +10" if box > 0
-                   else "**not reproduced**: g does not beat GAE")
-        lines.append(f"- {title}: box accuracy g − GAE = {box:+.1f} points, pointing "
+                   else "**not reproduced**: g does not beat its teacher")
+        lines.append(f"- {title}: box accuracy g − teacher = {box:+.1f} points, pointing "
                      f"{point:+.1f} points — {verdict}.")
     diag = report.get("diagnostics", {})
     if diag:
@@ -178,6 +183,38 @@ def render_claim(report: dict[str, Any]) -> list[str]:
     return lines + [""]
 
 
+def render_claims(report: dict[str, Any]) -> list[str]:
+    """Every claim the report tests, its measured margin and whether it holds."""
+    found = report.get("claims") or []
+    if not found:
+        return []
+    lines = ["## The paper's claims, checked", "", "| claim | split | margin (points) | needed | holds |",
+             "|---|---|---|---|---|"]
+    for c in found:
+        margin = "–" if c["margin_points"] is None else f"{c['margin_points']:+.1f}"
+        lines.append(f"| {c['claim']} | {SPLIT_TITLES.get(c['split'], c['split'])} | {margin} | "
+                     f"≥ {c['needed_points']:+.0f} | {'yes' if c['holds'] else '**no**'} |")
+    failing = [c for c in found if not c["holds"]]
+    lines += ["", f"{len(found) - len(failing)} of {len(found)} hold."
+              + (" The failing ones are named above; *Why* and the diagnostics show what limits them." if failing else "")]
+    return lines + [""]
+
+
+def render_history(report: dict[str, Any]) -> list[str]:
+    """g's validation curve (the PNG the report command draws) and its numbers."""
+    training = _get(report, "models", "g_training") or {}
+    history = training.get("val_history") or []
+    if not history:
+        return []
+    lines = ["## g's training curve", "", f"![g's val pointing and box accuracy per epoch]({report['g_history_png']})"
+             if report.get("g_history_png") else "", "",
+             f"Command: `{training.get('command')}`; exported checkpoint `{training.get('checkpoint')}` "
+             f"(epoch {training.get('epoch')}, step {training.get('global_step')}, chosen by val pointing).", "",
+             "| epoch | step | val pointing | val box |", "|---|---|---|---|"]
+    lines += [f"| {h['epoch']} | {h['step']} | {pct(h['pointing'])} | {pct(h['bbox_acc'])} |" for h in history]
+    return lines + [""]
+
+
 def _get(d: dict[str, Any], *keys: str) -> Any:
     for key in keys:
         if not isinstance(d, dict) or key not in d:
@@ -190,49 +227,34 @@ def analysis(report: dict[str, Any]) -> list[str]:
     """Bullet points interpreting the measured numbers (each sentence is conditioned on them)."""
     out: list[str] = []
     val = report["wsg"].get("teacher_val", {})
+    teacher = teacher_of(report)
     last, every = _get(val, "gae", "bbox_acc"), _get(val, "gae_all_blocks", "bbox_acc")
     if last is not None and every is not None:
-        better = "a far better" if every - last >= 0.05 else "a better" if every > last else "no better"
-        out.append(f"- **The teacher.** g's L_rmap target is the relevancy of the last CLIP block "
-                   f"(`relevancy_start_layer: -1` in `configs/shapes/g.yaml`, as the released code). On the **val** "
-                   f"split it reaches {pct(_get(val, 'gae', 'pointing'))} % pointing / {pct(last)} % box accuracy, "
-                   f"while the all-block rollout (`start_layer 0`) reaches {pct(_get(val, 'gae_all_blocks', 'pointing'))} % "
-                   f"/ {pct(every)} %: {better} map."
-                   + (f" The shapes CLIP has only {_get(report, 'models', 'clip_vision', 'layers')} blocks (the paper's "
-                      "ViT-B/32: 12), and its last block alone carries little of the localisation; g learns to imitate "
-                      "that weaker map." if every - last >= 0.05 else ""))
+        out.append(f"- **The teacher.** On the **val** split the last-block relevancy reaches "
+                   f"{pct(_get(val, 'gae', 'pointing'))} % pointing / {pct(last)} % box accuracy and the all-block "
+                   f"rollout (`start_layer 0`) {pct(_get(val, 'gae_all_blocks', 'pointing'))} % / {pct(every)} %; g is "
+                   f"trained against {ROW_TITLES.get(teacher, teacher)} (`configs/shapes/g.yaml`).")
     diag = report.get("diagnostics", {})
     for split, title in SPLIT_TITLES.items():
-        g, t = _get(diag, "g", split), _get(diag, "gae", split)
+        g, t = _get(diag, "g", split), _get(diag, teacher, split)
         if not g or not t:
             continue
         shape = ("larger" if g["median_area_ratio"] > 1.5 * t["median_area_ratio"] else
                  "smaller" if g["median_area_ratio"] < t["median_area_ratio"] / 1.5 else "similar")
         out.append(f"- **Boxes, {title}.** g's boxes are on median {g['median_area_ratio']:.2f}× the GT area "
                    f"({pct(g['too_large'])} % more than twice it, {pct(g['too_small'])} % less than half), GAE's "
-                   f"{t['median_area_ratio']:.2f}× ({pct(t['too_large'])} % / {pct(t['too_small'])} %): g's are {shape}. "
+                   f"{t['median_area_ratio']:.2f}× ({pct(t['too_large'])} % / {pct(t['too_small'])} %) for the teacher: g's are {shape}. "
                    f"g puts the argmax on the object but misses the box for {pct(g['point_hit_box_miss'])} % of the "
-                   f"entities (GAE {pct(t['point_hit_box_miss'])} %); {pct(g['no_box'])} % of g's maps give no box.")
+                   f"entities (teacher {pct(t['point_hit_box_miss'])} %); {pct(g['no_box'])} % of g's maps give no box.")
     ab = _get(report, "ablation", "rows") or {}
-    full, alt = ab.get("all_losses", {}), ab.get("all_losses_rmap_all_blocks", {})
-    if "test" in full and "test" in alt and "error" not in full["test"] and "error" not in alt["test"]:
-        delta = 100 * (alt["test"]["bbox_acc"] - full["test"]["bbox_acc"])
-        out.append(f"- **Ablation evidence.** With the same budget, training against the all-block relevancy changes "
-                   f"g's held-out box accuracy by {delta:+.1f} points ({pct(full['test']['bbox_acc'])} → "
-                   f"{pct(alt['test']['bbox_acc'])} %), open world {pct(_get(full, 'openworld', 'bbox_acc'))} → "
-                   f"{pct(_get(alt, 'openworld', 'bbox_acc'))} %.")
-    no_rmap, only = ab.get("no_rmap", {}), ab.get("rmap_only", {})
-    if all("test" in r and "error" not in r["test"] for r in (full, no_rmap, only)):
-        out.append(f"- **Which losses matter** (held-out box accuracy, equal budget): all four "
-                   f"{pct(full['test']['bbox_acc'])} %, without L_rmap {pct(no_rmap['test']['bbox_acc'])} %, L_rmap only "
-                   f"{pct(only['test']['bbox_acc'])} %, without L_fore/L_back "
-                   f"{pct(_get(ab, 'no_fore_back', 'test', 'bbox_acc'))} %.")
+    if ab and all(_get(r, "test", "bbox_acc", "mean") is not None for r in ab.values()):
+        out.append("- **Which losses matter** (held-out box accuracy, mean over seeds, equal budget): " + ", ".join(
+            f"{r['description']} {pct(r['test']['bbox_acc']['mean'])} %" for r in ab.values()) + ".")
     g_kwargs = _get(report, "models", "g", "kwargs") or {}
     out.append("- **Set-up differences from the paper** (facts of this configuration, not tuned): g's VGG16 encoder "
                f"starts from random weights (no ImageNet weights offline) at 1/{g_kwargs.get('vgg_width_div', '?')} width "
                "and trains for minutes on two CPU cores, where the paper fine-tunes an ImageNet VGG16 for many GPU hours; "
-               "the small CLIP is far weaker than OpenAI's (see *Models*), so both L_fore/L_back (which score masked "
-               "images with it) and L_rmap (its relevancy) are noisy signals.")
+               "the small CLIP is far weaker than OpenAI's (see *Models*).")
     return out
 
 
@@ -245,7 +267,8 @@ def render_wwbl(report: dict[str, Any]) -> list[str]:
              "CLIP text space (GT phrases encoded without a prefix: the shapes CLIP never saw the reference's "
              "'image of '); pointing / box accuracy of that caption's heatmap and boxes, images without any "
              "prediction count as misses. In %.", ""]
-    lines += metric_table(wwbl["rows"], {"g": "Algorithm 1 with **g**", "gae": "Algorithm 1 with GAE"})
+    lines += metric_table(wwbl["rows"], {"g": "Algorithm 1 with **g**",
+                                         "gae": f"Algorithm 1 with {ROW_TITLES.get(teacher_of(report), 'GAE')}"})
     empty = []
     for label, row in wwbl["rows"].items():
         for split, title in SPLIT_TITLES.items():
@@ -258,28 +281,31 @@ def render_wwbl(report: dict[str, Any]) -> list[str]:
     return lines + [""]
 
 
+def _mean_std(result: dict[str, Any] | None, key: str) -> str:
+    cell = (result or {}).get(key)
+    if not isinstance(cell, dict):
+        return "–"
+    return f"{pct(cell['mean'])} ± {pct(cell['std'])}"
+
+
 def render_ablation(report: dict[str, Any]) -> list[str]:
     ab = report["ablation"]
+    seeds = ", ".join(str(x) for x in ab["seeds"])
     lines = ["## Loss ablation (WWbL Table 5 in miniature)", "",
-             (f"g retrained from scratch for each row with `train.py --config {report['settings']['g_config']}` and the "
-             f"overrides shown, all with seed {ab['seed']} and the same budget: one epoch capped at {ab['steps']} "
-             f"batches (`--trainer.max_epochs 1 --trainer.limit_train_batches {ab['steps']}`, batch 32; the steps "
-             f"actually taken are in the table; safety cap {ab['max_minutes_cap']} min), "
-             "then exported and evaluated exactly like the shipped g (same seed, so an arm with the shipped g's "
-             "settings and step count reproduces it exactly)."), ""]
-    rows = {arm: {"overrides": " ".join(r["overrides"]) or "(none)", "steps": r.get("steps", "–"),
-                  "train s": r.get("train_seconds", "–"), **{k: r.get(k) for k in SPLIT_TITLES}}
-            for arm, r in ab["rows"].items()}
-    titles = {arm: r["description"] for arm, r in ab["rows"].items()}
-    lines += metric_table(rows, titles, ("pointing", "bbox_acc"), extra_first=("overrides", "steps", "train s"))
-    lines += _errors(ab["rows"])
-    chance = _get(report, "wsg", "rows", "random", "test", "pointing")
-    measured = [r["test"]["pointing"] for r in ab["rows"].values() if "pointing" in (r.get("test") or {})]
-    if chance is not None and measured and max(measured) <= chance:
-        lines += ["", (f"**Inconclusive at this budget:** no arm points better than the random baseline "
-                  f"({pct(chance)} % on the held-out test) after {ab['steps']} steps, so the rows cannot rank the losses. "
-                  "A conclusive ablation needs each arm trained about as long as the shipped g (four such trainings "
-                  "exceed this report's time budget on two shared CPU cores); run it with `--ablation-steps`.")]
+             (f"g retrained from scratch for each row and each seed ({seeds}) with `train.py --config "
+             f"{report['settings']['g_config']}` and the overrides shown, every run with the same budget: one epoch "
+             f"of {ab['steps']} batches (`--trainer.max_epochs 1 --trainer.limit_train_batches {ab['steps']}`), "
+             "then exported and evaluated exactly like the shipped g. Mean ± standard deviation over the seeds, in %."),
+             "", "| arm | overrides | held-out point | held-out box | open-world point | open-world box |",
+             "|---|---|---|---|---|---|"]
+    for arm, r in ab["rows"].items():
+        if "error" in r:
+            lines.append(f"| {r['description']} | {' '.join(r['overrides']) or '(none)'} | error | | | |")
+            continue
+        lines.append(f"| {r['description']} | {' '.join(r['overrides']) or '(none)'} | "
+                     f"{_mean_std(r.get('test'), 'pointing')} | {_mean_std(r.get('test'), 'bbox_acc')} | "
+                     f"{_mean_std(r.get('openworld'), 'pointing')} | {_mean_std(r.get('openworld'), 'bbox_acc')} |")
+    lines += [f"- `{arm}` failed: {r['error']}" for arm, r in ab["rows"].items() if "error" in r]
     return lines + [""]
 
 
@@ -290,15 +316,16 @@ def render_reproduction(report: dict[str, Any]) -> list[str]:
              + (" (`--resume`: finished runs were rescored from their records, not recomputed)" if report["settings"]["resume"]
                 else "") + f"; the runs themselves took {sum(report['timings_seconds'].values()) / 60:.1f} min in total, on "
              f"{env['cpu']} ({env['cpu_count']} cores, {env['torch_threads']} torch threads, GPU: {env['gpu']}; the "
-             "machine was shared with other jobs, so times are indicative). Python " + env["python"] + ", " +
+             "training budgets are in steps, so times are indicative only). Python " + env["python"] + ", " +
              ", ".join(f"{k} {v}" for k, v in env["packages"].items() if v) +
              f". Repository commit `{env['git_commit'][:12]}`" + (" with uncommitted changes" if env["git_dirty"] else "")
              + f". Seed {report['settings']['seed']} for every random choice (baselines, ablation trainings).", "",
              "Each row is one `wwbl.evaluation.run_evaluation` run; the equivalent commands:", ""]
     for section in ("wsg", "wwbl", "ablation"):
         for label, row in report.get(section, {}).get("rows", {}).items():
-            if section == "ablation" and "command" in row:
-                lines.append(f"- ablation `{label}` training ({row.get('train_seconds')} s): `python {row['command']}`")
+            for run in row.get("runs", []) if section == "ablation" else []:
+                lines.append(f"- ablation `{label}` seed {run['seed']} training ({run['train_seconds']} s): "
+                             f"`python {run['command']}`")
             for split, title in SPLIT_TITLES.items():
                 r = row.get(split)
                 if isinstance(r, dict) and "command" in r:
@@ -313,6 +340,7 @@ def render_markdown(report: dict[str, Any]) -> str:
              "g `checkpoints/shapes_g`); all numbers come from the real loaders and `python -m wwbl.evaluation`'s "
              "code. The raw numbers are in `report.json`."), ""]
     lines += render_models(report) + render_world(report)
+    lines += render_claims(report) + render_history(report)
     if "wsg" in report:
         lines += render_wsg(report) + render_claim(report)
     if "wwbl" in report:

@@ -76,11 +76,16 @@ def model_name(model_config: str) -> str:
     return path.stem
 
 
-def normalise(images_uint8: torch.Tensor) -> torch.Tensor:
-    """B×3×S×S uint8 → CLIP-normalised float (open_clip's OpenAI mean/std, as FrozenCLIP uses)."""
+def normalise(images_uint8: torch.Tensor, size: int, align_corners: bool = False) -> torch.Tensor:
+    """B×3×H×W uint8 → CLIP-normalised float at CLIP's ``size`` (open_clip's OpenAI mean/std, as
+    FrozenCLIP uses). Scenes larger than CLIP's input are resized bilinearly, as FrozenCLIP.prepare
+    (``align_corners=False``) or as the training losses (``True``, the reference's resize) do."""
     mean = torch.tensor(open_clip.OPENAI_DATASET_MEAN).view(1, 3, 1, 1)
     std = torch.tensor(open_clip.OPENAI_DATASET_STD).view(1, 3, 1, 1)
-    return (images_uint8.float() / 255.0 - mean) / std
+    x = images_uint8.float() / 255.0
+    if x.shape[-1] != size:
+        x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=align_corners)
+    return (x - mean) / std
 
 
 def swapped_combo(rng: np.random.Generator, world: ShapesWorld, scene: Scene, target: int) -> tuple[str, str]:
@@ -133,7 +138,9 @@ def clip_loss(model: torch.nn.Module, loss_fn: open_clip.ClipLoss, tokenizer: An
     """ClipLoss on (image, caption) plus the hard-negative image→text term; also the token ids used."""
     texts = list(batch["caption"]) + (list(batch["negative"]) if cfg.hard_negatives else [])
     tokens = tokenizer(texts)
-    image_f = F.normalize(model.encode_image(normalise(batch["image"])), dim=-1)
+    # Either of the two resizes g's training and inference feed CLIP with, half the batches each.
+    align_corners = bool(torch.rand(()) < 0.5)
+    image_f = F.normalize(model.encode_image(normalise(batch["image"], clip_size(model), align_corners)), dim=-1)
     text_f = F.normalize(model.encode_text(tokens), dim=-1)
     size = len(batch["caption"])
     scale = model.logit_scale.exp()
@@ -162,7 +169,7 @@ def evaluate_clip(model: torch.nn.Module, tokenizer: Any, world: ShapesWorld, co
     model.eval()
     scenes = [world.scene(split, i) for i in range(count)]
     images = torch.stack([torch.from_numpy(s.image).permute(2, 0, 1) for s in scenes])
-    image_f = torch.cat([F.normalize(model.encode_image(normalise(images[i:i + batch_size])), dim=-1)
+    image_f = torch.cat([F.normalize(model.encode_image(normalise(images[i:i + batch_size], clip_size(model))), dim=-1)
                          for i in range(0, count, batch_size)])
     captions = [image_caption(np.random.default_rng(i), s, full=True) for i, s in enumerate(scenes)]
     caption_f = torch.cat([F.normalize(model.encode_text(tokenizer(captions[i:i + batch_size])), dim=-1)
@@ -187,6 +194,10 @@ def evaluate_clip(model: torch.nn.Module, tokenizer: Any, world: ShapesWorld, co
         "phrase_top1": float(present[torch.arange(count), phrase_sims.argmax(1)].float().mean()),
         "num_images": count,
     }
+
+
+def clip_size(model: torch.nn.Module) -> int:
+    return int(model.visual.image_size[0])
 
 
 def load_weights(model: torch.nn.Module, checkpoint_dir: str) -> set[int]:
@@ -233,9 +244,9 @@ def train(world_cfg: WorldConfig, cfg: ClipTrainConfig) -> dict[str, float]:
     torch.set_num_threads(cfg.threads)
     name = model_name(cfg.model_config)
     model = open_clip.create_model(name)
-    if model.visual.image_size[0] != world_cfg.image_size:
-        raise ValueError(f"the CLIP config '{cfg.model_config}' expects {model.visual.image_size[0]} px images "
-                         f"but the world draws {world_cfg.image_size} px scenes; make them equal")
+    if world_cfg.image_size % clip_size(model):
+        raise ValueError(f"the CLIP config '{cfg.model_config}' expects {clip_size(model)} px images; the world's "
+                         f"{world_cfg.image_size} px scenes must be a whole multiple of that")
     tokenizer = open_clip.get_tokenizer(name)
     used_tokens = load_weights(model, cfg.init_from) if cfg.init_from else set()
     world = ShapesWorld(world_cfg)
