@@ -170,3 +170,23 @@ def test_wsol_reference_mode_rejects_unknown_modes_and_empty_maps():
     assert len(wsol_box(blank(), mode="reference")) == 0
     with pytest.raises(ValueError, match="box mode"):
         wsol_box(blank(), mode="fixed")
+
+
+def test_paper_rules_drop_artifact_boxes_below_the_minimum_side():
+    """A lone hot pixel and a one-pixel seam are artifacts, not objects: 2 % of a 100-px side is 2 px."""
+    heatmap = torch.zeros(100, 100)
+    heatmap[40:60, 30:50] = 1.0  # the object: 20 × 20
+    heatmap[0, 99] = 1.0  # a lone corner pixel
+    heatmap[80:99, 5] = 1.0  # a one-pixel-wide seam, 19 px tall
+    kept = wsg_boxes(heatmap)
+    assert kept.boxes.tolist() == [[30.0, 40.0, 50.0, 60.0]]
+    everything = wsg_boxes(heatmap, min_side_fraction=0.0, min_score_ratio=0.0)
+    assert sorted(everything.boxes.tolist()) == [[5.0, 80.0, 6.0, 99.0], [30.0, 40.0, 50.0, 60.0],
+                                                 [99.0, 0.0, 100.0, 1.0]]
+    # WSOL: the seam has the most boundary points of the thin contours, but never beats a real blob;
+    # a map of artifacts alone gives no box rather than a 1-pixel one.
+    assert wsol_box(heatmap).boxes.tolist() == [[30.0, 40.0, 50.0, 60.0]]
+    only_seam = torch.zeros(100, 100)
+    only_seam[80:99, 5] = 1.0
+    assert len(wsol_box(only_seam).boxes) == 0
+    assert wsol_box(only_seam, min_side_fraction=0.0).boxes.tolist() == [[5.0, 80.0, 6.0, 99.0]]

@@ -298,3 +298,35 @@ def test_shipped_blip_captions_held_out_crops(world):
     exact = np.mean([c == t for c, t in zip(captions, targets)])
     colour = np.mean([c.split()[1:2] == t.split()[1:2] for c, t in zip(captions, targets)])
     assert exact > BLIP_EXACT_MIN and colour > BLIP_COLOUR_MIN, list(zip(targets, captions))[:8]
+
+
+def test_clip_phrase_term_is_the_sigmoid_loss_over_every_world_phrase(world):
+    """Naive reference: for each image and each of the world's phrases, -log σ(±(scale·cos + bias))."""
+    import math
+
+    from wwbl.shapes.train_clip import PhraseTerm
+
+    phrases = [f"a {c} {s}" if c[0] not in "aeiou" else f"an {c} {s}" for c, s in world.all_combos]
+
+    class FakeTokenizer:
+        def __call__(self, texts):
+            assert list(texts) == phrases  # every combination, with its article, in all_combos order
+            return torch.arange(len(texts))[:, None]
+
+    class FakeModel:
+        def encode_text(self, tokens):
+            angle = tokens[:, 0].float()
+            return torch.stack([torch.cos(angle), torch.sin(angle)], dim=1) * 3.0  # normalised inside
+
+    term = PhraseTerm(FakeTokenizer(), world)
+    image_f = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    present = torch.zeros(2, len(phrases))
+    present[0, 0] = present[1, 5] = 1.0
+    scale = torch.tensor(10.0)
+    loss = term(FakeModel(), image_f, scale, present)
+    total = 0.0
+    for i, (ix, iy) in enumerate(image_f.tolist()):
+        for p in range(len(phrases)):
+            z = 10.0 * (ix * math.cos(p) + iy * math.sin(p)) - 5.0
+            total += -math.log(1 / (1 + math.exp(-z))) if present[i, p] else -math.log(1 - 1 / (1 + math.exp(-z)))
+    assert loss.item() == pytest.approx(total / (2 * len(phrases)), rel=1e-5)

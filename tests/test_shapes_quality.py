@@ -111,6 +111,42 @@ def test_g_points_better_than_chance(scores):
     assert scores[("g", "test")]["pointing"] >= scores[("random", "test")]["pointing"] + 0.05
 
 
+def _centred(maps: torch.Tensor) -> torch.Tensor:
+    flat = maps.flatten(1)
+    flat = flat - flat.mean(dim=1, keepdim=True)
+    return flat / flat.norm(dim=1, keepdim=True).clamp_min(1e-8)
+
+
+def test_shipped_g_looks_at_the_image_and_the_phrase(world, clip):
+    """The shipped g once drew the same blob on every scene (correlation 1.000 across images). Maps of
+    one phrase on different scenes, and of different phrases on one scene, must differ; and on each
+    scene the map of a present object must put more mass inside its box than outside."""
+    from wwbl.export import load_grounding_net
+
+    net, config = load_grounding_net(str(G_DIR))
+    net.eval()
+    scenes = [world.scene("test", i) for i in range(8)]
+    images = torch.stack([torch.from_numpy(s.image).permute(2, 0, 1).float() / 255 for s in scenes])
+    phrases = [f"a {c} {s}" for c, s in world.all_combos[:8]]
+    with torch.no_grad():
+        text = clip.encode_text(phrases)
+        one_phrase = net(images, text[:1].expand(len(images), -1))
+        one_image = net(images[:1].expand(len(phrases), -1, -1, -1), text)
+        present = net(images, clip.encode_text([f"a {s.objects[0].phrase}" for s in scenes]))
+    across_images = (_centred(one_phrase[:-1]) * _centred(one_phrase[1:])).sum(dim=1).mean().item()
+    across_phrases = (_centred(one_image[:-1]) * _centred(one_image[1:])).sum(dim=1).mean().item()
+    # Measured with the shipped g: across images {ACROSS_IMAGES_MEASURED}, across phrases {ACROSS_PHRASES_MEASURED}.
+    assert across_images < MAX_CORR_ACROSS_IMAGES, f"g's map of one phrase hardly changes across scenes: {across_images:.3f}"
+    assert across_phrases < MAX_CORR_ACROSS_PHRASES, f"g's maps of different phrases are alike: {across_phrases:.3f}"
+    inside = []
+    for m, scene in zip(present, scenes):
+        x0, y0, x1, y1 = scene.objects[0].box
+        box = torch.zeros_like(m, dtype=torch.bool)
+        box[y0:y1 + 1, x0:x1 + 1] = True
+        inside.append(bool(m[box].mean() > m[~box].mean()))
+    assert sum(inside) >= MIN_SCENES_MASS_INSIDE, f"g's map is not brighter on the named object: {inside}"
+
+
 def test_blip_names_the_object_of_a_crop(world):
     """The shipped BLIP captions a crop around one object with its exact phrase ('a red circle')."""
     from PIL import Image

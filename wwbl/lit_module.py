@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from wwbl.clip import FrozenCLIP
+from wwbl.clip import FrozenCLIP, minmax_normalize
 from wwbl.export import CHECKPOINT_KEY
 from wwbl.images import resize_heatmap
 from wwbl.losses import (
@@ -251,7 +251,8 @@ class WWbLModule(L.LightningModule):
         images = torch.stack([item["image"] for item in batch]).to(self.device)
         entity_image = [i for i, item in enumerate(batch) for _ in item["phrases"]]
         maps = self.predict_maps(images, [p for item in batch for p in item["phrases"]], entity_image)
-        heatmaps = [resize_heatmap(m, tuple(batch[i]["size"])) for m, i in zip(maps, entity_image)]
+        # Min-max normalised before the box rule, as the evaluation and inference do (heatmap_boxes).
+        heatmaps = [resize_heatmap(m, tuple(batch[i]["size"])) for m, i in zip(minmax_normalize(maps), entity_image)]
         gt_boxes = [b.to(self.device) for item in batch for b in item["boxes"]]
         pred_boxes = [self._boxes(h).boxes.to(self.device) for h in heatmaps]
         self._metrics["pointing_acc"].update(heatmaps, gt_boxes)

@@ -24,6 +24,15 @@ Rules
   contour the released code predicts the box ``[0, 0, 1, 1]``; so does this mode (score 0).
 
 The cubehelix gray of both reference modes normalises in float64, as the released code's numpy.
+
+Minimum box size (paper modes only; the reference modes reproduce the released code as it is): a
+box narrower or shorter than ``min_side_fraction`` (default 2 %) of the map's side, and never
+under 2 pixels, is a map artifact — a lone pixel or a one-pixel seam of a min-max-normalised map —
+not an object, and is dropped before NMS (the WSOL rule then takes the largest remaining contour).
+
+Scale convention: every caller (training-time validation, ``python -m wwbl.evaluation``, the
+inference pipelines) min-max normalises a map before these rules, as the released code's
+``generate_bbox`` does, so the thresholds are fractions of the map's own range whatever its source.
 """
 from __future__ import annotations
 
@@ -38,6 +47,8 @@ from torchvision.ops import nms
 from wwbl.boxes import Detections
 
 BoxMode = Literal["paper", "reference"]
+MIN_SIDE_FRACTION = 0.02
+MIN_SIDE_PIXELS = 2
 
 
 def _as_numpy_map(heatmap: torch.Tensor | np.ndarray) -> np.ndarray:
@@ -77,22 +88,33 @@ def _xywh_to_xyxy(rects: np.ndarray) -> torch.Tensor:
     return boxes
 
 
+def _side_filter(rects: np.ndarray, shape_hw: tuple[int, int], min_side_fraction: float) -> np.ndarray:
+    """Rectangles ``(x, y, w, h)`` whose width and height both reach the minimum box side."""
+    if min_side_fraction <= 0:
+        return rects
+    min_w = max(MIN_SIDE_PIXELS, min_side_fraction * shape_hw[1])
+    min_h = max(MIN_SIDE_PIXELS, min_side_fraction * shape_hw[0])
+    return rects[(rects[:, 2] >= min_w) & (rects[:, 3] >= min_h)]
+
+
 def _area_filter(rects: np.ndarray, shape_hw: tuple[int, int], min_area_ratio: float) -> np.ndarray:
     if min_area_ratio <= 0:
         return rects
     return rects[rects[:, 2] * rects[:, 3] > min_area_ratio * shape_hw[0] * shape_hw[1]]
 
 
-def wsol_box(heatmap: torch.Tensor | np.ndarray, threshold: float = 0.1, mode: BoxMode = "paper") -> Detections:
+def wsol_box(heatmap: torch.Tensor | np.ndarray, threshold: float = 0.1, mode: BoxMode = "paper",
+             min_side_fraction: float = MIN_SIDE_FRACTION) -> Detections:
     """The WSOL box: threshold the map, take the largest contour's bounding box.
 
-    ``mode="paper"`` zeroes pixels with value ``<= threshold``; ``mode="reference"`` thresholds the
-    cubehelix gray image at ``int(threshold·max(gray))`` (see the module docstring). The score is
-    the mean of the map inside the box. Returns an empty :class:`Detections` when no pixel is kept.
+    ``mode="paper"`` zeroes pixels with value ``<= threshold`` and ignores contours whose box is
+    under the minimum side (module docstring); ``mode="reference"`` thresholds the cubehelix gray
+    image at ``int(threshold·max(gray))``. The score is the mean of the map inside the box.
+    Returns an empty :class:`Detections` when no contour qualifies.
     """
     array = _as_numpy_map(heatmap)
     if mode == "paper":
-        rect = _largest_paper_rect(array, threshold)
+        rect = _largest_paper_rect(array, threshold, min_side_fraction)
     elif mode == "reference":
         rect = _largest_reference_rect(array, threshold)
     else:
@@ -102,13 +124,15 @@ def wsol_box(heatmap: torch.Tensor | np.ndarray, threshold: float = 0.1, mode: B
     return Detections(boxes=_xywh_to_xyxy(rect), scores=torch.from_numpy(box_means(array, rect)), phrases=None)
 
 
-def _largest_paper_rect(array: np.ndarray, threshold: float) -> np.ndarray | None:
+def _largest_paper_rect(array: np.ndarray, threshold: float, min_side_fraction: float) -> np.ndarray | None:
     binary = (array > threshold).astype(np.uint8)
     contours, _ = cv2.findContours(binary, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-    if not contours:
+    rects = np.array([cv2.boundingRect(c) for c in contours], dtype=np.int64).reshape(-1, 4)
+    kept = [c for c, r in zip(contours, rects) if len(_side_filter(r[None], array.shape, min_side_fraction))]
+    if not kept:
         return None
     # Largest by enclosed area; a one-pixel-wide contour has area 0, so fall back to point count.
-    largest = max(contours, key=lambda c: (cv2.contourArea(c), len(c)))
+    largest = max(kept, key=lambda c: (cv2.contourArea(c), len(c)))
     return np.array([cv2.boundingRect(largest)], dtype=np.int64)
 
 
@@ -122,9 +146,10 @@ def _largest_reference_rect(array: np.ndarray, threshold: float) -> np.ndarray |
 
 
 def _wsg_paper(array: np.ndarray, threshold: float, nms_iou: float, min_score_ratio: float,
-               min_area_ratio: float) -> Detections:
+               min_area_ratio: float, min_side_fraction: float) -> Detections:
     binary = (array > threshold).astype(np.uint8)
     rects = _area_filter(_contour_rects(binary, cv2.RETR_EXTERNAL), array.shape, min_area_ratio)
+    rects = _side_filter(rects, array.shape, min_side_fraction)
     if len(rects) == 0:
         return Detections.empty()
     boxes = _xywh_to_xyxy(rects)
@@ -168,18 +193,21 @@ def _wsg_reference(array: np.ndarray, threshold: float, nms_iou: float, min_scor
 
 
 def wsg_boxes(heatmap: torch.Tensor | np.ndarray, threshold: float = 0.5, nms_iou: float | None = None,
-              min_score_ratio: float = 0.5, mode: BoxMode = "paper", min_area_ratio: float = 0.0) -> Detections:
+              min_score_ratio: float = 0.5, mode: BoxMode = "paper", min_area_ratio: float = 0.0,
+              min_side_fraction: float = MIN_SIDE_FRACTION) -> Detections:
     """WSG boxes from one heatmap (see the module docstring for both modes).
 
     ``nms_iou`` defaults to 0.3 in ``"paper"`` mode and 0.05 in ``"reference"`` mode.
     ``min_area_ratio`` drops contour boxes not larger than that fraction of the map (0 = off, as the
-    paper and the released code; the BBR follow-up uses 0.05).
+    paper and the released code; the BBR follow-up uses 0.05); ``min_side_fraction`` is the paper
+    mode's minimum box side (module docstring; 0 = off).
     Paper mode returns the boxes sorted by decreasing score (possibly none); reference mode
     always returns exactly one box.
     """
     array = _as_numpy_map(heatmap)
     if mode == "paper":
-        return _wsg_paper(array, threshold, 0.3 if nms_iou is None else nms_iou, min_score_ratio, min_area_ratio)
+        return _wsg_paper(array, threshold, 0.3 if nms_iou is None else nms_iou, min_score_ratio, min_area_ratio,
+                          min_side_fraction)
     if mode == "reference":
         return _wsg_reference(array, threshold, 0.05 if nms_iou is None else nms_iou, min_score_ratio, min_area_ratio)
     raise ValueError(f"unknown box mode {mode!r}; expected 'paper' or 'reference'")

@@ -142,7 +142,8 @@ class ReportSettings:
     g_config: str = "configs/shapes/g.yaml"
     limit: int = 200  # WSG: first N images of each split
     wwbl_limit: int = 25  # WWbL: first N images of each split (BLIP over all proposals is the slow part)
-    ablation_steps: int = 100
+    ablation_steps: int = 80
+    ablation_limit: int = 100  # WSG images per split for each ablation run
     ablation_seeds: list[int] = field(default_factory=lambda: [0, 1, 2])  # one training per arm and seed
     ablation_val_batches: int = 4
     seed: int = 0
@@ -401,8 +402,8 @@ def ablation_rows(ev: Evaluator) -> dict[str, Any]:
             for seed in ev.s.ablation_seeds:
                 info = train_arm(ev.s, arm, overrides, seed)
                 ev.timings[f"ablation/{arm}/seed{seed}/train"] = info["train_seconds"]
-                runs.append({**info, **{split: ev.wsg(split, f"ablation_{arm}_seed{seed}", checkpoint=info["export"])
-                                        for split in SPLITS}})
+                runs.append({**info, **{split: ev.wsg(split, f"ablation_{arm}_seed{seed}", checkpoint=info["export"],
+                                                      limit=ev.s.ablation_limit) for split in SPLITS}})
         except (RuntimeError, ValueError, OSError) as err:
             log.error("ablation arm %s failed: %s", arm, err)
             rows[arm] = {"description": description, "overrides": overrides, "error": str(err), "runs": runs}
@@ -411,7 +412,7 @@ def ablation_rows(ev: Evaluator) -> dict[str, Any]:
                    for split in SPLITS}
         rows[arm] = {"description": description, "overrides": overrides, "runs": runs,
                      "steps": sorted({r["steps"] for r in runs}), **summary}
-    return {"rows": rows, "steps": ev.s.ablation_steps, "seeds": ev.s.ablation_seeds,
+    return {"rows": rows, "steps": ev.s.ablation_steps, "seeds": ev.s.ablation_seeds, "limit": ev.s.ablation_limit,
             "batch_size_from": ev.s.g_config}
 
 
@@ -634,6 +635,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=defaults.limit, help="WSG: first N images of each split")
     p.add_argument("--wwbl-limit", type=int, default=defaults.wwbl_limit, help="WWbL: first N images of each split")
     p.add_argument("--ablation-steps", type=int, default=defaults.ablation_steps, help="training steps per arm")
+    p.add_argument("--ablation-limit", type=int, default=defaults.ablation_limit,
+                   help="WSG images per split for each ablation run")
     p.add_argument("--ablation-seeds", type=int, nargs="+", default=defaults.ablation_seeds,
                    help="one training per arm and seed (mean ± std over them)")
     p.add_argument("--seed", type=int, default=defaults.seed)

@@ -295,7 +295,8 @@ def render_ablation(report: dict[str, Any]) -> list[str]:
              (f"g retrained from scratch for each row and each seed ({seeds}) with `train.py --config "
              f"{report['settings']['g_config']}` and the overrides shown, every run with the same budget: one epoch "
              f"of {ab['steps']} batches (`--trainer.max_epochs 1 --trainer.limit_train_batches {ab['steps']}`), "
-             "then exported and evaluated exactly like the shipped g. Mean ± standard deviation over the seeds, in %."),
+             f"then exported and evaluated like the shipped g on the first {ab.get('limit')} images of each split. "
+             "Mean ± standard deviation over the seeds, in %."),
              "", "| arm | overrides | held-out point | held-out box | open-world point | open-world box |",
              "|---|---|---|---|---|---|"]
     for arm, r in ab["rows"].items():

@@ -44,6 +44,8 @@ from wwbl.shapes.generator import BACKGROUNDS, SPLIT_CODES, ShapesWorld, WorldCo
 log = logging.getLogger(__name__)
 
 PROMPT = "a picture of "
+# What the captioner must reach on held-out crops to name the objects WWbL boxes (issue floors).
+FLOORS = {"exact_match": 0.85}
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "[DEC]")
 EXTRA_WORDS = ("a", "an", "picture", "of", "and", "on", "other", "shape", "shapes", "background",
                "small", "medium", "large", ",", ".", ":")
@@ -256,7 +258,8 @@ def train(world_cfg: WorldConfig, cfg: BlipTrainConfig) -> dict[str, Any]:
         if step % cfg.log_every == 0:
             log.info("step %d loss %.4f lr %.2e %.1f min", step, loss.item(), lr_at(step, minutes, cfg), minutes)
     metrics = evaluate_blip(model, processor, world, cfg.eval_crops, cfg)
-    metrics.update({"train_steps": done, "train_minutes": round((time.time() - start) / 60, 2)})
+    metrics.update({"train_steps": done, "train_minutes": round((time.time() - start) / 60, 2),
+                    "floors": FLOORS, "meets_floors": all(metrics[k] >= v for k, v in FLOORS.items())})
     log.info("held-out metrics: %s", {k: v for k, v in metrics.items() if k != "examples"})
     save(model, processor, metrics, cfg, world_cfg)
     return metrics

@@ -58,9 +58,11 @@ class ClipTrainConfig:
     warmup_steps: int = 100
     hard_negatives: bool = True
     hard_negative_weight: float = 1.0
+    phrase_weight: float = 1.0  # the PhraseTerm (0 = captions only)
     num_workers: int = 1
     threads: int = 2
     eval_scenes: int = 500
+    relevancy_scenes: int = 200  # held-out scenes for the relevancy pointing floor
     log_every: int = 25
     seed: int = 0
     max_minutes: float = 0.0  # > 0: stop (and save) when the wall time exceeds this
@@ -130,12 +132,33 @@ class ClipScenes(Dataset):
         else:
             caption, negative = caption_pair(rng, self.world, scene)
         image = torch.from_numpy(scene.image).permute(2, 0, 1).contiguous()
-        return {"image": image, "caption": caption, "negative": negative}
+        present = torch.zeros(len(self.world.all_combos), dtype=torch.float32)
+        present[[self.world.all_combos.index((o.colour, o.shape)) for o in scene.objects]] = 1.0
+        return {"image": image, "caption": caption, "negative": negative, "present": present}
+
+
+class PhraseTerm(torch.nn.Module):
+    """SigLIP-style multi-label term: every one of the world's phrases ("a red circle") against
+    every image, a sigmoid loss on ``scale · cos + bias`` with label "the object is in the image".
+    Captions alone teach bags of words slowly; this term asks for each bound colour-shape phrase
+    directly, and an image may match several phrases at once (which a softmax cannot express)."""
+
+    def __init__(self, tokenizer: Any, world: ShapesWorld) -> None:
+        super().__init__()
+        self.register_buffer("tokens", tokenizer([with_article(f"{c} {s}") for c, s in world.all_combos]))
+        self.bias = torch.nn.Parameter(torch.tensor(-5.0))  # a training-loss parameter, not saved with CLIP
+
+    def forward(self, model: torch.nn.Module, image_f: torch.Tensor, scale: torch.Tensor,
+                present: torch.Tensor) -> torch.Tensor:
+        phrase_f = F.normalize(model.encode_text(self.tokens), dim=-1)
+        logits = scale * image_f @ phrase_f.T + self.bias
+        return F.binary_cross_entropy_with_logits(logits, present)
 
 
 def clip_loss(model: torch.nn.Module, loss_fn: open_clip.ClipLoss, tokenizer: Any, batch: dict[str, Any],
-              cfg: ClipTrainConfig) -> tuple[torch.Tensor, set[int]]:
-    """ClipLoss on (image, caption) plus the hard-negative image→text term; also the token ids used."""
+              cfg: ClipTrainConfig, phrase_term: PhraseTerm | None = None) -> tuple[torch.Tensor, set[int]]:
+    """ClipLoss on (image, caption), the hard-negative image→text term and (with ``phrase_term``)
+    the phrase term; also the token ids used."""
     texts = list(batch["caption"]) + (list(batch["negative"]) if cfg.hard_negatives else [])
     tokens = tokenizer(texts)
     # Either of the two resizes g's training and inference feed CLIP with, half the batches each.
@@ -148,7 +171,11 @@ def clip_loss(model: torch.nn.Module, loss_fn: open_clip.ClipLoss, tokenizer: An
     if cfg.hard_negatives:
         logits = scale * image_f @ text_f.T  # B × 2B: batch captions then batch negatives
         loss = loss + cfg.hard_negative_weight * F.cross_entropy(logits, torch.arange(size))
-    return loss, set(torch.unique(tokens).tolist())
+    used = set(torch.unique(tokens).tolist())
+    if phrase_term is not None:
+        loss = loss + cfg.phrase_weight * phrase_term(model, image_f, scale, batch["present"])
+        used |= set(torch.unique(phrase_term.tokens).tolist())
+    return loss, used
 
 
 def lr_at(step: int, minutes: float, cfg: ClipTrainConfig) -> float:
@@ -196,6 +223,46 @@ def evaluate_clip(model: torch.nn.Module, tokenizer: Any, world: ShapesWorld, co
     }
 
 
+# What the stage must reach on held-out scenes to serve as g's judge and teacher (issue floors).
+FLOORS = {"phrase_top1": 0.80, "phrase_pair_acc": 0.90, "relevancy_pointing_last_block": 0.60}
+
+
+@torch.no_grad()
+def relevancy_pointing(checkpoint_dir: str, world: ShapesWorld, count: int, split: str = "clip_eval",
+                       chunk: int = 64) -> dict[str, float]:
+    """Chefer pointing of the saved CLIP on held-out scenes: for every object, whether the argmax of
+    the relevancy map of "a <colour> <shape>" (resized to the scene) lies inside the object's box.
+    Last block (the reference's L_rmap target) and all blocks."""
+    from wwbl.clip import FrozenCLIP
+
+    clip = FrozenCLIP(checkpoint=checkpoint_dir)
+    scenes = [world.scene(split, i) for i in range(count)]
+    owner = [i for i, scene in enumerate(scenes) for _ in scene.objects]
+    boxes = torch.tensor([o.box for scene in scenes for o in scene.objects])  # inclusive pixel xyxy
+    text = clip.encode_text([with_article(o.phrase) for scene in scenes for o in scene.objects])
+    images = torch.stack([torch.from_numpy(s.image).permute(2, 0, 1) for s in scenes]).float() / 255
+    size = world.config.image_size
+    out = {}
+    for name, start in (("last_block", -1), ("all_blocks", 0)):
+        hits = []
+        for lo in range(0, len(owner), chunk):
+            index = torch.tensor(owner[lo:lo + chunk])
+            maps = clip.relevancy(images[index], text[lo:lo + chunk], start_layer=start)
+            maps = F.interpolate(maps[:, None], size=(size, size), mode="bilinear", align_corners=False)[:, 0]
+            flat = maps.flatten(1).argmax(dim=1)
+            y, x = flat // size, flat % size
+            b = boxes[lo:lo + chunk]
+            hits.append((x >= b[:, 0]) & (x <= b[:, 2]) & (y >= b[:, 1]) & (y <= b[:, 3]))
+        out[f"relevancy_pointing_{name}"] = float(torch.cat(hits).float().mean())
+    return out
+
+
+def with_floors(metrics: dict[str, Any]) -> dict[str, Any]:
+    """The metrics plus the floors they must reach and whether each is met."""
+    met = {k: metrics.get(k, -1.0) >= v for k, v in FLOORS.items()}
+    return {**metrics, "floors": FLOORS, "floors_met": met, "meets_floors": all(met.values())}
+
+
 def clip_size(model: torch.nn.Module) -> int:
     return int(model.visual.image_size[0])
 
@@ -228,9 +295,13 @@ def save_checkpoint(model: torch.nn.Module, model_config: str, out_dir: str, use
                                                     "std": list(open_clip.OPENAI_DATASET_STD),
                                                     "interpolation": "bilinear", "resize_mode": "shortest"}}
     _write_json(os.path.join(out_dir, "open_clip_config.json"), config)
+    write_metrics(out_dir, metrics, train_cfg, world_cfg)
+
+
+def write_metrics(out_dir: str, metrics: dict[str, Any], train_cfg: ClipTrainConfig, world_cfg: WorldConfig) -> None:
     _write_json(os.path.join(out_dir, "metrics.json"),
                 {"metrics": metrics, "train": asdict(train_cfg), "world": asdict(world_cfg),
-                 "model_name": Path(model_config).stem})
+                 "model_name": Path(train_cfg.model_config).stem})
 
 
 def _write_json(path: str, data: Any) -> None:
@@ -252,8 +323,10 @@ def train(world_cfg: WorldConfig, cfg: ClipTrainConfig) -> dict[str, float]:
     world = ShapesWorld(world_cfg)
     data = DataLoader(ClipScenes(world, "clip", cfg.steps * cfg.batch_size), batch_size=cfg.batch_size,
                       num_workers=cfg.num_workers, persistent_workers=cfg.num_workers > 0)
+    phrase_term = PhraseTerm(tokenizer, world) if cfg.phrase_weight > 0 else None
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embedding" not in n]
     other = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embedding" not in n)]
+    other += list(phrase_term.parameters()) if phrase_term is not None else []
     optimiser = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
                                    {"params": other, "weight_decay": 0.0}], lr=cfg.lr)
     loss_fn = open_clip.ClipLoss()
@@ -266,7 +339,7 @@ def train(world_cfg: WorldConfig, cfg: ClipTrainConfig) -> dict[str, float]:
             break
         for group in optimiser.param_groups:
             group["lr"] = lr_at(step, minutes, cfg)
-        loss, tokens = clip_loss(model, loss_fn, tokenizer, batch, cfg)
+        loss, tokens = clip_loss(model, loss_fn, tokenizer, batch, cfg, phrase_term)
         used_tokens |= tokens
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
@@ -279,8 +352,10 @@ def train(world_cfg: WorldConfig, cfg: ClipTrainConfig) -> dict[str, float]:
                      model.logit_scale.exp().item(), minutes)
     metrics = evaluate_clip(model, tokenizer, world, cfg.eval_scenes)
     metrics.update({"train_steps": done, "train_minutes": round((time.time() - start) / 60, 2)})
-    log.info("held-out metrics: %s", metrics)
     save_checkpoint(model, cfg.model_config, cfg.out_dir, used_tokens, metrics, cfg, world_cfg)
+    metrics = with_floors({**metrics, **relevancy_pointing(cfg.out_dir, world, cfg.relevancy_scenes)})
+    log.info("held-out metrics: %s", metrics)
+    write_metrics(cfg.out_dir, metrics, cfg, world_cfg)
     return metrics
 
 
