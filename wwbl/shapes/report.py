@@ -142,7 +142,7 @@ class ReportSettings:
     g_config: str = "configs/shapes/g.yaml"
     limit: int = 200  # WSG: first N images of each split
     wwbl_limit: int = 25  # WWbL: first N images of each split (BLIP over all proposals is the slow part)
-    ablation_steps: int = 80
+    ablation_steps: int = 40
     ablation_limit: int = 100  # WSG images per split for each ablation run
     ablation_seeds: list[int] = field(default_factory=lambda: [0, 1, 2])  # one training per arm and seed
     ablation_val_batches: int = 4
