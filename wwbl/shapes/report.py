@@ -43,6 +43,7 @@ from torch import Tensor
 from wwbl.errors import MissingResourceError
 from wwbl.extractors.base import HeatmapExtractor
 from wwbl.shapes.history import plot_history
+from wwbl.shapes.report_markdown import nested_get, render_markdown
 
 log = logging.getLogger("wwbl.shapes.report")
 
@@ -419,17 +420,17 @@ def ablation_rows(ev: Evaluator) -> dict[str, Any]:
 def claims(report: dict[str, Any]) -> list[dict[str, Any]]:
     """The paper's claims this world can test, each with its measured margin and a pass/fail."""
     out: list[dict[str, Any]] = []
-    rows = _nested(report, "wsg", "rows") or {}
-    teacher = _nested(report, "wsg", "teacher")
-    wwbl = _nested(report, "wwbl", "rows") or {}
+    rows = nested_get(report, "wsg", "rows") or {}
+    teacher = nested_get(report, "wsg", "teacher")
+    wwbl = nested_get(report, "wwbl", "rows") or {}
 
     def add(claim: str, split: str, value: float | None, needed: float) -> None:
         out.append({"claim": claim, "split": split, "margin_points": None if value is None else 100 * value,
                     "needed_points": 100 * needed, "holds": value is not None and value >= needed})
 
     for split in SPLITS:
-        g, t = _nested(rows, "g", split) or {}, _nested(rows, teacher, split) or {}
-        wg, wt = _nested(wwbl, "g", split) or {}, _nested(wwbl, "gae", split) or {}
+        g, t = nested_get(rows, "g", split) or {}, nested_get(rows, teacher, split) or {}
+        wg, wt = nested_get(wwbl, "g", split) or {}, nested_get(wwbl, "gae", split) or {}
         add("g box accuracy − teacher box accuracy ≥ 10 points", split, _diff(g, t, "bbox_acc"), 0.10)
         add("g pointing ≥ teacher pointing", split, _diff(g, t, "pointing"), 0.0)
         add("Algorithm 1 with g ≥ with GAE, pointing", split, _diff(wg, wt, "pointing"), 0.0)
@@ -437,14 +438,6 @@ def claims(report: dict[str, Any]) -> list[dict[str, Any]]:
         gap = _diff(g, wg, "pointing")
         add("WWbL pointing within 15 points of WSG pointing (g)", split, None if gap is None else 0.15 - gap, 0.0)
     return out
-
-
-def _nested(d: Any, *keys: Any) -> Any:
-    for key in keys:
-        if not isinstance(d, dict) or key not in d:
-            return None
-        d = d[key]
-    return d
 
 
 def _diff(a: dict[str, Any], b: dict[str, Any], key: str) -> float | None:
@@ -648,8 +641,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from wwbl.shapes.report_markdown import render_markdown
-
     args = build_parser().parse_args(argv)
     settings = ReportSettings(**vars(args))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
@@ -660,10 +651,10 @@ def main(argv: list[str] | None = None) -> int:
     report["command"] = "python -m wwbl.shapes.report " + shlex.join(argv if argv is not None else sys.argv[1:])
     out = Path(settings.out)
     out.mkdir(parents=True, exist_ok=True)
-    history = _nested(report, "models", "g_training", "val_history")
+    history = nested_get(report, "models", "g_training", "val_history")
     if history:
-        teacher = _nested(report, "wsg", "teacher_val", _nested(report, "wsg", "teacher") or "gae")
-        plot_history(history, out / HISTORY_PNG, _nested(report, "models", "g_training", "epoch"), teacher)
+        teacher = nested_get(report, "wsg", "teacher_val", nested_get(report, "wsg", "teacher") or "gae")
+        plot_history(history, out / HISTORY_PNG, nested_get(report, "models", "g_training", "epoch"), teacher)
         report["g_history_png"] = HISTORY_PNG
     (out / "report.json").write_text(json.dumps(report, indent=2, default=str) + "\n", encoding="utf-8")
     (out / "README.md").write_text(render_markdown(report), encoding="utf-8")

@@ -202,7 +202,7 @@ def render_claims(report: dict[str, Any]) -> list[str]:
 
 def render_history(report: dict[str, Any]) -> list[str]:
     """g's validation curve (the PNG the report command draws) and its numbers."""
-    training = _get(report, "models", "g_training") or {}
+    training = nested_get(report, "models", "g_training") or {}
     history = training.get("val_history") or []
     if not history:
         return []
@@ -215,7 +215,8 @@ def render_history(report: dict[str, Any]) -> list[str]:
     return lines + [""]
 
 
-def _get(d: dict[str, Any], *keys: str) -> Any:
+def nested_get(d: Any, *keys: Any) -> Any:
+    """``d[k1][k2]…``, or None as soon as a level is missing (report JSON may lack failed parts)."""
     for key in keys:
         if not isinstance(d, dict) or key not in d:
             return None
@@ -228,15 +229,15 @@ def analysis(report: dict[str, Any]) -> list[str]:
     out: list[str] = []
     val = report["wsg"].get("teacher_val", {})
     teacher = teacher_of(report)
-    last, every = _get(val, "gae", "bbox_acc"), _get(val, "gae_all_blocks", "bbox_acc")
+    last, every = nested_get(val, "gae", "bbox_acc"), nested_get(val, "gae_all_blocks", "bbox_acc")
     if last is not None and every is not None:
         out.append(f"- **The teacher.** On the **val** split the last-block relevancy reaches "
-                   f"{pct(_get(val, 'gae', 'pointing'))} % pointing / {pct(last)} % box accuracy and the all-block "
-                   f"rollout (`start_layer 0`) {pct(_get(val, 'gae_all_blocks', 'pointing'))} % / {pct(every)} %; g is "
+                   f"{pct(nested_get(val, 'gae', 'pointing'))} % pointing / {pct(last)} % box accuracy and the all-block "
+                   f"rollout (`start_layer 0`) {pct(nested_get(val, 'gae_all_blocks', 'pointing'))} % / {pct(every)} %; g is "
                    f"trained against {ROW_TITLES.get(teacher, teacher)} (`configs/shapes/g.yaml`).")
     diag = report.get("diagnostics", {})
     for split, title in SPLIT_TITLES.items():
-        g, t = _get(diag, "g", split), _get(diag, teacher, split)
+        g, t = nested_get(diag, "g", split), nested_get(diag, teacher, split)
         if not g or not t:
             continue
         shape = ("larger" if g["median_area_ratio"] > 1.5 * t["median_area_ratio"] else
@@ -246,11 +247,11 @@ def analysis(report: dict[str, Any]) -> list[str]:
                    f"{t['median_area_ratio']:.2f}× ({pct(t['too_large'])} % / {pct(t['too_small'])} %) for the teacher: g's are {shape}. "
                    f"g puts the argmax on the object but misses the box for {pct(g['point_hit_box_miss'])} % of the "
                    f"entities (teacher {pct(t['point_hit_box_miss'])} %); {pct(g['no_box'])} % of g's maps give no box.")
-    ab = _get(report, "ablation", "rows") or {}
-    if ab and all(_get(r, "test", "bbox_acc", "mean") is not None for r in ab.values()):
+    ab = nested_get(report, "ablation", "rows") or {}
+    if ab and all(nested_get(r, "test", "bbox_acc", "mean") is not None for r in ab.values()):
         out.append("- **Which losses matter** (held-out box accuracy, mean over seeds, equal budget): " + ", ".join(
             f"{r['description']} {pct(r['test']['bbox_acc']['mean'])} %" for r in ab.values()) + ".")
-    g_kwargs = _get(report, "models", "g", "kwargs") or {}
+    g_kwargs = nested_get(report, "models", "g", "kwargs") or {}
     out.append("- **Set-up differences from the paper** (facts of this configuration, not tuned): g's VGG16 encoder "
                f"starts from random weights (no ImageNet weights offline) at 1/{g_kwargs.get('vgg_width_div', '?')} width "
                "and trains for minutes on two CPU cores, where the paper fine-tunes an ImageNet VGG16 for many GPU hours; "
