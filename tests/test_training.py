@@ -20,7 +20,7 @@ sys.path.insert(0, str(REPO))
 import train
 
 TINY = ["--model.clip_model", "wwbl-tiny-vit", "--model.clip_pretrained", "random",
-        "--model.pretrained_backbone", "false", "--model.vgg_width_div", "16",
+        "--model.pretrained_backbone", "false", "--model.network.vgg_width_div", "16",
         "--data.image_size", "64", "--data.batch_size", "2", "--data.num_workers", "0",
         "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "1", "--trainer.limit_val_batches", "1",
         "--trainer.num_sanity_val_steps", "0", "--trainer.accelerator", "cpu", "--trainer.devices", "1",
@@ -109,8 +109,9 @@ def test_cub_wsol_config_trains_and_validates(datasets, tmp_path, loss_form):
 
 def tiny_module(**kw):
     torch.manual_seed(0)
+    kw.setdefault("network", {"architecture": "grounding_net", "vgg_width_div": 16})
     return WWbLModule(clip_model="wwbl-tiny-vit", clip_pretrained="random", pretrained_backbone=False,
-                      vgg_width_div=16, input_size=64, **kw)
+                      input_size=64, **kw)
 
 
 @pytest.mark.parametrize("mask_space", ["image", "reference"])
