@@ -28,8 +28,10 @@ from _common import StageTimer, add_common_args, print_table, random_phrases, se
 from wwbl.lit_module import WWbLModule
 
 SIZES = {
-    "tiny": {"clip_model": "wwbl-tiny-vit", "vgg_width_div": 16, "decoder_channels": 16},
-    "real": {"clip_model": "ViT-B-32", "vgg_width_div": 1, "decoder_channels": None},
+    "tiny": {"clip_model": "wwbl-tiny-vit",
+             "network": {"architecture": "grounding_net", "vgg_width_div": 16, "decoder_channels": 16}},
+    "real": {"clip_model": "ViT-B-32",
+             "network": {"architecture": "grounding_net", "vgg_width_div": 1, "decoder_channels": None}},
 }
 
 
@@ -79,7 +81,7 @@ def run_size(size: str, args: argparse.Namespace, device: torch.device) -> list[
     for r in range(n):
         step(seed=r)
     total = timer.seconds["step total"] / n
-    print(f"\n## {size}: CLIP {SIZES[size]['clip_model']}, g vgg_width_div={SIZES[size]['vgg_width_div']}, "
+    print(f"\n## {size}: CLIP {SIZES[size]['clip_model']}, g vgg_width_div={SIZES[size]['network']['vgg_width_div']}, "
           f"B={args.batch}, S={side}, pairing={args.pairing}")
     print(f"steps/s {1 / total:.3f} | images/s {args.batch / total:.3f} | s/step {total:.3f}")
     stages = ["text enc", "g forward", "relevancy", "clip f/b fwd", "losses (fwd)", "backward", "optimiser"]

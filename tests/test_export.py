@@ -4,14 +4,19 @@ import json
 import pickle
 import struct
 
+from pathlib import Path
+
 import pytest
 import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file
 
 from wwbl.errors import AnnotationError, MissingResourceError
 from wwbl.export import export_grounding_net, load_grounding_net
 from wwbl.networks import GroundingNet, WSOLUNet
 
 CLIP_SPEC = {"model": "wwbl-tiny-vit", "pretrained": "random", "checkpoint": None}
+SHIPPED_G = Path(__file__).resolve().parents[1] / "checkpoints" / "shapes_g"
 
 
 def _trained_like(net):
@@ -100,3 +105,62 @@ def test_extra_cannot_overwrite_reserved_entries(tmp_path):
     g = GroundingNet(text_dim=16, vgg_width_div=16, pretrained_backbone=False)
     with pytest.raises(ValueError, match="reserved"):
         export_grounding_net(g, str(tmp_path), CLIP_SPEC, {"architecture": "x"})
+
+
+def test_grounding_net_with_another_backbone_round_trips(tmp_path):
+    torch.manual_seed(0)
+    g = _trained_like(GroundingNet(text_dim=16, decoder_channels=8, backbone="resnet18", pretrained_backbone=False))
+    export_grounding_net(g, str(tmp_path), CLIP_SPEC)
+    loaded, config = load_grounding_net(str(tmp_path))
+    assert config["kwargs"]["backbone"] == "resnet18"
+    x, text = torch.rand(2, 3, 40, 40), torch.randn(2, 16)
+    with torch.no_grad():
+        assert torch.equal(loaded(x, text), g(x, text))
+
+
+def _reference_g(state, images01, text):
+    """The VGG16 network g of the released code, written out with torch.nn.functional on the raw
+    exported tensors (independent of GroundingNet): relu4_3 features → bottleneck → cosine gate →
+    two ×2 up-sampling blocks → bilinear (corners aligned) → sigmoid."""
+    def bn(x, name):
+        return F.batch_norm(x, state[f"{name}.running_mean"], state[f"{name}.running_var"], state[f"{name}.weight"],
+                            state[f"{name}.bias"], training=False, eps=1e-5)
+
+    def conv(x, name):
+        return F.conv2d(x, state[f"{name}.weight"], state[f"{name}.bias"], padding=1)
+
+    def up(x):
+        return F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
+
+    x = (images01 - 0.5) / 0.5  # the "reference" input normalisation
+    for i in range(23):  # VGG16 features[:23]: conv+ReLU pairs, 2×2 max-pools at 4, 9, 16
+        if i in (4, 9, 16):
+            x = F.max_pool2d(x, 2)
+        elif f"encoder.{i}.weight" in state:
+            x = F.relu(conv(x, f"encoder.{i}"))
+    x = F.relu(bn(conv(x, "bottleneck.0"), "bottleneck.1"))
+    x = F.relu(bn(conv(x, "bottleneck.3"), "bottleneck.4"))
+    cosine = (F.normalize(x, dim=1) * F.normalize(text, dim=1)[:, :, None, None]).sum(1, keepdim=True)
+    x = x * cosine
+    x = F.relu(bn(conv(up(x), "up0.1"), "up0.2"))
+    x = F.relu(bn(conv(x, "up0.4"), "up0.5"))
+    x = conv(F.relu(bn(conv(up(x), "up1.1"), "up1.2")), "up1.4")
+    x = F.interpolate(x, size=images01.shape[-2:], mode="bilinear", align_corners=True)
+    return torch.sigmoid(x)[:, 0]
+
+
+@pytest.mark.skipif(not (SHIPPED_G / "config.json").is_file(), reason="shipped checkpoints/shapes_g is absent")
+def test_shipped_format_1_export_loads_with_the_reference_forward():
+    """checkpoints/shapes_g was written before GroundingNet had a ``backbone`` option."""
+    config = json.loads((SHIPPED_G / "config.json").read_text())
+    assert config["format_version"] == 1 and "backbone" not in config["kwargs"]
+    net, loaded_config = load_grounding_net(str(SHIPPED_G))
+    assert loaded_config == config and net.config()["backbone"] == "vgg16"
+    state = load_file(str(SHIPPED_G / "model.safetensors"))
+    assert set(net.state_dict()) == set(state)
+    torch.manual_seed(0)
+    images, text = torch.rand(2, 3, 128, 128), torch.randn(2, config["kwargs"]["text_dim"])
+    expected = _reference_g(state, images, text)
+    assert (expected[0] - expected[1]).abs().max() > 1e-3  # the two images give different maps
+    with torch.no_grad():
+        assert torch.allclose(net(images, text), expected, atol=1e-5)

@@ -178,7 +178,7 @@ def test_released_pickle_imports_to_an_export_with_the_reference_forward(release
     assert config["clip"] == {"model": "ViT-B-32", "pretrained": "openai", "checkpoint": None}
     assert (config["input_size"], config["text_prefix"], config["input_norm"]) == (304, "image of ", "reference")
     assert config["kwargs"] == {"text_dim": 512, "decoder_channels": 512, "vgg_width_div": 1,
-                                "input_norm": "reference"}
+                                "input_norm": "reference", "backbone": "vgg16"}
     assert sorted(os.listdir(tmp_path)) == ["g"]  # no staging folder left behind
 
 

@@ -9,7 +9,7 @@ import timm
 import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
-from torchvision.models import mobilenet_v2
+from torchvision.models import mobilenet_v2, resnet50
 from torchvision.models.vgg import cfgs, make_layers
 
 from wwbl.errors import MissingResourceError
@@ -275,3 +275,65 @@ def test_backbone_weights_errors(tmp_path):
         WSOLUNet("resnet18", pretrained_backbone=True, backbone_weights=missing)
     with pytest.raises(ValueError, match="pretrained"):
         WSOLUNet("mobilenet_v1", pretrained_backbone=False, backbone_weights=missing)
+
+
+# --- the network config: unknown options, GroundingNet's stride-8 backbones -------------------
+
+@pytest.mark.parametrize("architecture,option", [("grounding_net", "max_decoder_channels"),
+                                                 ("wsol_unet", "decoder_channels"), ("grounding_net", "widht")])
+def test_build_network_names_an_option_the_architecture_does_not_take(architecture, option):
+    with pytest.raises(ValueError, match=f"'{option}'.*'{architecture}'"):
+        build_network(architecture, **{option: 8})
+
+
+def test_grounding_net_config_records_its_backbone_and_rebuilds_it():
+    g = GroundingNet(text_dim=16, decoder_channels=8, backbone="resnet18", pretrained_backbone=False)
+    assert g.config() == {"text_dim": 16, "decoder_channels": 8, "vgg_width_div": 1, "input_norm": "reference",
+                          "backbone": "resnet18"}
+    rebuilt = build_network("grounding_net", **g.config())
+    assert {k: v.shape for k, v in rebuilt.state_dict().items()} == {k: v.shape for k, v in g.state_dict().items()}
+
+
+# The width of each backbone's stride-8 output, from the architectures' papers/torchvision docs:
+# ResNet-18 layer2 128, ResNet-50 layer2 512 (bottleneck ×4), MobileNetV2's 3rd stage 32,
+# MobileNetV1 after its 3rd stride 256.
+@pytest.mark.parametrize("backbone,channels", [("resnet18", 128), ("resnet50", 512), ("mobilenet_v2", 32),
+                                               ("mobilenet_v1", 256)])
+def test_grounding_net_backbones_are_cut_at_stride_8(backbone, channels):
+    torch.manual_seed(0)
+    g = GroundingNet(text_dim=16, decoder_channels=8, backbone=backbone, pretrained_backbone=False).eval()
+    features = g.encode_image(torch.rand(2, 3, 64, 96))
+    assert features.shape == (2, 16, 8, 12)
+    assert g.bottleneck[0].in_channels == channels
+    out = g(torch.rand(2, 3, 64, 96), torch.randn(2, 16))
+    assert out.shape == (2, 64, 96) and ((out > 0) & (out < 1)).all()
+
+
+def test_resnet50_grounding_encoder_is_torchvision_resnet50_up_to_layer2():
+    torch.manual_seed(0)
+    reference = resnet50().eval()
+    g = GroundingNet(text_dim=16, backbone="resnet50", pretrained_backbone=False).eval()
+    stem, layer1, layer2 = g.encoder
+    stem.load_state_dict(torch.nn.Sequential(reference.conv1, reference.bn1).state_dict())
+    layer1[1].load_state_dict(reference.layer1.state_dict())
+    layer2.load_state_dict(reference.layer2.state_dict())
+    kept = [reference.conv1, reference.bn1, reference.layer1, reference.layer2]
+    assert sum(p.numel() for p in g.encoder.parameters()) == sum(p.numel() for m in kept for p in m.parameters())
+    x = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        r = reference
+        expected = r.layer2(r.layer1(r.maxpool(r.relu(r.bn1(r.conv1(x))))))
+        assert torch.equal(g.encoder(x), expected)
+
+
+def test_vgg16_grounding_net_keeps_the_torchvision_vgg16_feature_keys():
+    g = GroundingNet(text_dim=16, vgg_width_div=16, pretrained_backbone=False)
+    encoder_keys = {k[len("encoder."):] for k in g.state_dict() if k.startswith("encoder.")}
+    assert encoder_keys == set(torchvision_vgg16_relu4_3().state_dict())
+
+
+def test_grounding_net_backbone_errors():
+    with pytest.raises(ValueError, match="unknown backbone"):
+        GroundingNet(text_dim=16, backbone="alexnet", pretrained_backbone=False)
+    with pytest.raises(ValueError, match="only supported for vgg16"):
+        GroundingNet(text_dim=16, backbone="resnet18", vgg_width_div=4, pretrained_backbone=False)

@@ -6,6 +6,7 @@ import math
 import sys
 from pathlib import Path
 
+import lightning
 import pytest
 import torch
 from training_layouts import write_coco, write_cub, write_flickr30k, write_visual_genome
@@ -14,13 +15,15 @@ from wwbl.errors import AnnotationError
 from wwbl.export import export_from_lightning_checkpoint, load_grounding_net
 from wwbl.export import main as export_main
 from wwbl.lit_module import WWbLModule
+from wwbl.migrate_checkpoint import main as migrate_main
+from wwbl.migrate_checkpoint import migrate_hparams
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 import train
 
 TINY = ["--model.clip_model", "wwbl-tiny-vit", "--model.clip_pretrained", "random",
-        "--model.pretrained_backbone", "false", "--model.vgg_width_div", "16",
+        "--model.pretrained_backbone", "false", "--model.network.vgg_width_div", "16",
         "--data.image_size", "64", "--data.batch_size", "2", "--data.num_workers", "0",
         "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "1", "--trainer.limit_val_batches", "1",
         "--trainer.num_sanity_val_steps", "0", "--trainer.accelerator", "cpu", "--trainer.devices", "1",
@@ -109,8 +112,9 @@ def test_cub_wsol_config_trains_and_validates(datasets, tmp_path, loss_form):
 
 def tiny_module(**kw):
     torch.manual_seed(0)
+    kw.setdefault("network", {"architecture": "grounding_net", "vgg_width_div": 16})
     return WWbLModule(clip_model="wwbl-tiny-vit", clip_pretrained="random", pretrained_backbone=False,
-                      vgg_width_div=16, input_size=64, **kw)
+                      input_size=64, **kw)
 
 
 @pytest.mark.parametrize("mask_space", ["image", "reference"])
@@ -282,3 +286,85 @@ def test_reg_space_takes_the_mean_at_g_size_or_after_resizing_to_clip(reg_space)
     expected = resized_mean if reg_space == "clip" else raw.mean()
     assert abs(resized_mean - raw.mean()) > 1e-3  # the two options differ on this mask
     assert terms["reg"].item() == pytest.approx(expected, abs=1e-6)
+
+
+# -- g's network config ------------------------------------------------------------------------
+
+def test_wsg_g_with_a_resnet50_stride_8_backbone_trains_from_one_config_line(datasets, tmp_path):
+    # In a config this is the one line ``backbone: resnet50``; TINY's width divisor is VGG16-only.
+    cli = run("coco_wsg.yaml", tmp_path, "--data.root", str(datasets / "coco"), "--data.val_root", "null",
+              "--model.network.vgg_width_div", "1", "--model.network.backbone", "resnet50")
+    check_run(cli, [])
+    net = cli.model.net
+    assert net.config()["backbone"] == "resnet50" and net.bottleneck[0].in_channels == 512  # layer2's width
+    assert not any(k.startswith("encoder.3.") for k in net.state_dict())  # layer3 and layer4 are not built
+    net.eval()
+    x = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        maps = net(x, cli.model.clip.encode_text(["a cube", "a ball"]))
+    assert maps.shape == (2, 64, 64) and ((maps > 0) & (maps < 1)).all()
+
+
+def test_network_config_errors_name_the_problem():
+    with pytest.raises(ValueError, match="'max_decoder_channels'.*'grounding_net'"):
+        tiny_module(network={"architecture": "grounding_net", "vgg_width_div": 16, "max_decoder_channels": 8})
+    with pytest.raises(ValueError, match="task 'wsol' trains network architecture 'wsol_unet'"):
+        tiny_module(task="wsol", network={"architecture": "grounding_net", "vgg_width_div": 16})
+    with pytest.raises(ValueError, match="task 'wsg' trains network architecture 'grounding_net'"):
+        tiny_module(task="wsg", network={"architecture": "wsol_unet", "vgg_width_div": 16})
+    with pytest.raises(ValueError, match="model arguments"):
+        tiny_module(network={"architecture": "grounding_net", "vgg_width_div": 16, "pretrained_backbone": False})
+    with pytest.raises(ValueError, match="text_dim 7"):
+        tiny_module(network={"architecture": "grounding_net", "vgg_width_div": 16, "text_dim": 7})
+
+
+def test_default_network_is_the_tasks_architecture():
+    torch.manual_seed(0)
+    module = WWbLModule(task="wsol", clip_model="wwbl-tiny-vit", clip_pretrained="random", pretrained_backbone=False)
+    assert module.net.config() == {"backbone": "vgg16", "input_norm": "reference", "max_decoder_channels": 512,
+                                   "vgg_width_div": 1}
+
+
+# The hyper-parameters WWbLModule saved before g's network became one argument (every argument,
+# defaults included, as save_hyperparameters records them).
+OLD_FLAT_HPARAMS = {
+    "task": "wsg", "clip_model": "wwbl-tiny-vit", "clip_pretrained": "random", "clip_checkpoint": None,
+    "clip_precision": "fp32", "pretrained_backbone": False, "backbone_weights": None, "input_norm": "reference",
+    "vgg_width_div": 16, "decoder_channels": 8, "backbone": "resnet50", "max_decoder_channels": 512,
+    "input_size": 64, "text_prefix": "", "lambda_fore": 1.0, "lambda_back": 1.0, "lambda_rmap": 4.0,
+    "lambda_reg": 1.0, "pairing": "diagonal", "back_abs": False, "loss_form": "cosine", "background_prompts": None,
+    "mask_space": "image", "reg_space": "g", "relevancy_start_layer": -1, "lr": 3e-4, "momentum": 0.9,
+    "weight_decay": 1e-4, "val_box_mode": "paper",
+}
+
+
+def test_old_flat_hparam_checkpoint_is_refused_with_the_conversion_command_which_works(tmp_path):
+    module = tiny_module(network={"architecture": "grounding_net", "vgg_width_div": 16, "decoder_channels": 8})
+    old = tmp_path / "old.ckpt"
+    torch.save({"state_dict": module.state_dict(), "hyper_parameters": OLD_FLAT_HPARAMS,
+                "pytorch-lightning_version": lightning.__version__, "wwbl_export": module.export_spec()}, old)
+    with pytest.raises(ValueError, match=r"python -m wwbl.migrate_checkpoint OLD.ckpt NEW.ckpt"):
+        WWbLModule.load_from_checkpoint(old)
+
+    migrate_main([str(old), str(tmp_path / "new.ckpt")])
+    loaded = WWbLModule.load_from_checkpoint(tmp_path / "new.ckpt")
+    # the ignored WSG ``backbone`` hyper-parameter is dropped: the old WSG g was always VGG16
+    assert loaded.hparams.network == {"architecture": "grounding_net", "input_norm": "reference",
+                                      "vgg_width_div": 16, "decoder_channels": 8}
+    assert all(k not in loaded.hparams for k in ("input_norm", "vgg_width_div", "decoder_channels", "backbone"))
+    assert loaded.hparams.lr == 3e-4 and loaded.hparams.input_size == 64
+    x, text = torch.rand(2, 3, 64, 64), torch.randn(2, module.clip.embed_dim)
+    module.net.eval()
+    with torch.no_grad():
+        assert torch.equal(loaded.net.eval()(x, text), module.net(x, text))
+
+
+def test_migration_of_a_wsol_checkpoints_hparams():
+    old = {**OLD_FLAT_HPARAMS, "task": "wsol", "backbone": "resnet50", "input_norm": "imagenet",
+           "vgg_width_div": 1, "max_decoder_channels": 256}
+    new = migrate_hparams(old)
+    assert new["network"] == {"architecture": "wsol_unet", "backbone": "resnet50", "input_norm": "imagenet",
+                              "max_decoder_channels": 256, "vgg_width_div": 1}
+    assert list(new)[:2] == ["task", "network"] and set(new) == set(old) - {
+        "input_norm", "vgg_width_div", "decoder_channels", "backbone", "max_decoder_channels"} | {"network"}
+    assert migrate_hparams(new) == new

@@ -284,7 +284,7 @@ def to_grounding_net_state(reference: Mapping[str, torch.Tensor]) -> dict[str, t
 def reference_grounding_net() -> GroundingNet:
     """The released architecture: full VGG16 to relu4_3, 512-wide bottleneck and decoder, CLIP text dim 512."""
     return GroundingNet(text_dim=512, decoder_channels=512, vgg_width_div=1, pretrained_backbone=False,
-                        input_norm="reference")
+                        input_norm="reference", backbone="vgg16")
 
 
 def load_into_grounding_net(state: Mapping[str, torch.Tensor]) -> GroundingNet:

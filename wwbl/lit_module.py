@@ -6,6 +6,11 @@ One class serves both tasks:
 * ``task="wsol"``: the image-only :class:`~wwbl.networks.WSOLUNet` (class-name text is used by
   the losses only).
 
+g's architecture is one JSON-able argument, ``network`` = ``{"architecture": "grounding_net" |
+"wsol_unet", **that architecture's options}``, built by :func:`wwbl.networks.build_network`
+(an option the architecture does not take is an error); e.g. ``{"architecture":
+"grounding_net", "backbone": "resnet50"}`` grounds on ResNet-50's stride-8 ``layer2``.
+
 Per step: the phrases (with ``text_prefix``) are encoded by CLIP; g predicts M; the Chefer
 relevancy map H of (image, phrase) is the detached L_rmap target; the masked images M⊙I and
 (1−M)⊙I go through CLIP's image encoder in one batched forward, so gradients reach g through
@@ -45,9 +50,13 @@ from wwbl.losses import (
     wsol_background_loss,
     wsol_foreground_loss,
 )
-from wwbl.networks import GroundingNet, WSOLUNet, architecture_name
+from wwbl.networks import architecture_name, build_network
 
 TASKS = ("wsg", "wsol")
+# The network architecture each task trains.
+TASK_ARCHITECTURES = {"wsg": "grounding_net", "wsol": "wsol_unet"}
+# Hyper-parameters of checkpoints written before ``network`` existed (one flat argument each).
+LEGACY_NETWORK_HPARAMS = ("input_norm", "vgg_width_div", "decoder_channels", "backbone", "max_decoder_channels")
 MASK_SPACES = ("image", "reference")
 REG_SPACES = ("g", "clip")
 # The released WSOL code's CUB prompt list minus the target (index 0, "bird").
@@ -68,14 +77,15 @@ class WWbLModule(L.LightningModule):
 
     Args:
         task: "wsg" (GroundingNet, text-conditioned) or "wsol" (WSOLUNet, image only).
+        network: g's architecture, ``{"architecture": ..., **options}`` (see the module
+            docstring); it must be the task's ("grounding_net" for WSG, "wsol_unet" for WSOL).
+            Default: the task's architecture with its defaults (the paper's VGG16 g).
+            GroundingNet's ``text_dim`` is CLIP's embedding width and may be left out.
         clip_model, clip_pretrained, clip_checkpoint, clip_precision: the frozen CLIP
             (:class:`wwbl.clip.FrozenCLIP` arguments; ``clip_pretrained="random"`` for untrained
             weights, ``None`` only with ``clip_checkpoint``).
         pretrained_backbone: ImageNet initialisation of g's encoder (paper: yes).
         backbone_weights: a local file with those ImageNet weights (default: the torch hub / HF cache).
-        input_norm: g's input normalisation, "reference" (0.5/0.5) or "imagenet".
-        vgg_width_div, decoder_channels: GroundingNet size (1 and None = the paper's).
-        backbone, max_decoder_channels: WSOLUNet encoder and decoder width cap.
         input_size: side of the square training images (recorded in the export).
         text_prefix: prepended to every phrase before CLIP (released code: "image of ").
         lambda_fore, lambda_back, lambda_rmap, lambda_reg: loss weights (paper 1, 1, 4, 1).
@@ -98,17 +108,13 @@ class WWbLModule(L.LightningModule):
     def __init__(
         self,
         task: str = "wsg",
+        network: dict[str, Any] | None = None,
         clip_model: str = "ViT-B-32",
         clip_pretrained: str | None = "openai",
         clip_checkpoint: str | None = None,
         clip_precision: str = "fp32",
         pretrained_backbone: bool = True,
         backbone_weights: str | None = None,
-        input_norm: str = "reference",
-        vgg_width_div: int = 1,
-        decoder_channels: int | None = None,
-        backbone: str = "vgg16",
-        max_decoder_channels: int = 512,
         input_size: int = 299,
         text_prefix: str = "",
         lambda_fore: float = 1.0,
@@ -140,14 +146,8 @@ class WWbLModule(L.LightningModule):
         clip = FrozenCLIP(clip_model, pretrained=clip_pretrained, checkpoint=clip_checkpoint, precision=clip_precision)
         # Kept outside the registered sub-modules so it never enters the state dict or the optimiser.
         self.__dict__["clip"] = clip
-        if task == "wsg":
-            self.net: nn.Module = GroundingNet(text_dim=clip.embed_dim, decoder_channels=decoder_channels,
-                                               vgg_width_div=vgg_width_div, pretrained_backbone=pretrained_backbone,
-                                               input_norm=input_norm, backbone_weights=backbone_weights)
-        else:
-            self.net = WSOLUNet(backbone=backbone, pretrained_backbone=pretrained_backbone, input_norm=input_norm,
-                                max_decoder_channels=max_decoder_channels, vgg_width_div=vgg_width_div,
-                                backbone_weights=backbone_weights)
+        self.net: nn.Module = build_network(**network_config(task, network, clip.embed_dim),
+                                            pretrained_backbone=pretrained_backbone, backbone_weights=backbone_weights)
         self.weights = LossWeights(lambda_fore, lambda_back, lambda_rmap, lambda_reg)
         self._metrics: nn.ModuleDict | None = None
 
@@ -284,6 +284,29 @@ class WWbLModule(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint[CHECKPOINT_KEY] = self.export_spec()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        legacy = sorted(set(checkpoint.get("hyper_parameters", {})) & set(LEGACY_NETWORK_HPARAMS))
+        if legacy:
+            raise ValueError(f"this checkpoint's g is described by the flat hyper-parameters {legacy} of an older "
+                             "wwbl; convert it with `python -m wwbl.migrate_checkpoint OLD.ckpt NEW.ckpt`")
+
+
+def network_config(task: str, network: dict[str, Any] | None, text_dim: int) -> dict[str, Any]:
+    """:func:`~wwbl.networks.build_network` arguments of g for ``task``: ``network`` (default: the
+    task's architecture), checked against the task, with CLIP's ``text_dim`` for GroundingNet."""
+    expected = TASK_ARCHITECTURES[task]
+    config = dict(network) if network is not None else {"architecture": expected}
+    if config.get("architecture") != expected:
+        raise ValueError(f"task '{task}' trains network architecture '{expected}', but network.architecture is "
+                         f"{config.get('architecture')!r}")
+    misplaced = sorted({"pretrained_backbone", "backbone_weights"} & set(config))
+    if misplaced:
+        raise ValueError(f"{misplaced} are model arguments (model.pretrained_backbone, model.backbone_weights), "
+                         f"not network options")
+    if expected == "grounding_net" and config.setdefault("text_dim", text_dim) != text_dim:
+        raise ValueError(f"network.text_dim {config['text_dim']} differs from CLIP's embedding width {text_dim}")
+    return config
 
 
 def _check_choice(name: str, value: str, choices: Sequence[str]) -> None:

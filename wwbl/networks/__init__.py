@@ -1,11 +1,13 @@
 """Plain ``nn.Module`` networks g: :class:`GroundingNet` (WSG/WWbL) and :class:`WSOLUNet` (WSOL).
 
 :func:`build_network` rebuilds either one from its architecture name and JSON-able kwargs
-(``net.config()``), which is how checkpoints and exports describe a network.
+(``net.config()``), which is how checkpoints, exports and ``WWbLModule(network=...)`` describe
+a network; a key the chosen architecture does not take is an error, never ignored.
 """
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 from torch import nn
@@ -25,14 +27,24 @@ def architecture_name(net: nn.Module) -> str:
     raise ValueError(f"{type(net).__name__} is not a registered network g architecture")
 
 
-def build_network(architecture: str, pretrained_backbone: bool = False, **kwargs: Any) -> nn.Module:
-    """Build network g by name ("grounding_net" or "wsol_unet") from its config kwargs."""
+def network_options(architecture: str) -> list[str]:
+    """The keyword arguments ``architecture``'s constructor takes (``pretrained_backbone`` included)."""
     if architecture not in ARCHITECTURES:
         raise ValueError(f"unknown architecture '{architecture}'; available: {sorted(ARCHITECTURES)}")
+    return [name for name in inspect.signature(ARCHITECTURES[architecture]).parameters]
+
+
+def build_network(architecture: str, pretrained_backbone: bool = False, **kwargs: Any) -> nn.Module:
+    """Build network g by name ("grounding_net" or "wsol_unet") from its config kwargs."""
+    options = network_options(architecture)
+    unknown = sorted(set(kwargs) - set(options))
+    if unknown:
+        raise ValueError(f"unknown option(s) {unknown} for network architecture '{architecture}'; "
+                         f"it takes {sorted(set(options) - {'pretrained_backbone'})}")
     return ARCHITECTURES[architecture](pretrained_backbone=pretrained_backbone, **kwargs)
 
 
 __all__ = [
     "ARCHITECTURES", "GroundingNet", "WSOLUNet", "architecture_name", "available_backbones",
-    "build_network", "build_tapped_backbone",
+    "build_network", "build_tapped_backbone", "network_options",
 ]

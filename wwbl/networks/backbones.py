@@ -2,7 +2,8 @@
 
 Every encoder returns its multi-scale outputs (the "taps") from the highest to the lowest
 resolution and exposes their widths as ``channels``, so a U-Net decoder can use them as skip
-connections and the grounding network can use the last one. torchvision encoders are a
+connections; :func:`build_stride8_encoder` cuts one at its stride-8 output for the grounding
+network. torchvision encoders are a
 :class:`TappedBackbone` (an ordered list of stages); the paper's backbones that torchvision
 lacks (MobileNetV1) come from timm's ``features_only`` feature pyramids
 (:class:`TimmTappedBackbone`).
@@ -254,11 +255,35 @@ def timm_weights_file(model_name: str, weights_path: str | None = None) -> str:
     )
 
 
+def _timm_overlay(model_name: str, pretrained: bool, weights_path: str | None) -> dict[str, str] | None:
+    """timm's ``pretrained_cfg_overlay`` pointing at the local weights file (None from scratch)."""
+    return {"file": timm_weights_file(model_name, weights_path)} if pretrained else None
+
+
 def _timm_tapped(model_name: str, pretrained: bool, weights_path: str | None) -> TimmTappedBackbone:
-    overlay = {"file": timm_weights_file(model_name, weights_path)} if pretrained else None
     features = timm.create_model(model_name, pretrained=pretrained, features_only=True,
-                                 pretrained_cfg_overlay=overlay)
+                                 pretrained_cfg_overlay=_timm_overlay(model_name, pretrained, weights_path))
     return TimmTappedBackbone(features)
+
+
+class TimmStrideTap(nn.Module):
+    """A timm model pruned after its stage at ``stride`` (timm's ``prune_intermediate_layers``);
+    returns that stage's feature map, ``channels`` wide."""
+
+    def __init__(self, model_name: str, pretrained: bool, weights_path: str | None, stride: int) -> None:
+        super().__init__()
+        model = timm.create_model(model_name, pretrained=pretrained,
+                                  pretrained_cfg_overlay=_timm_overlay(model_name, pretrained, weights_path))
+        indices = [i for i, info in enumerate(model.feature_info) if info["reduction"] == stride]
+        if not indices:
+            raise ValueError(f"timm model '{model_name}' has no stage at stride {stride}")
+        self.index = indices[-1]
+        model.prune_intermediate_layers([self.index], prune_norm=True, prune_head=True)  # a list: absolute indices
+        self.model = model
+        self.channels = int(model.feature_info[self.index]["num_chs"])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model.forward_intermediates(x, indices=[self.index], intermediates_only=True)[0]
 
 
 Backbone = TappedBackbone | TimmTappedBackbone
@@ -280,6 +305,15 @@ def available_backbones() -> list[str]:
     return sorted(_BUILDERS)
 
 
+def _check_backbone_args(name: str, pretrained: bool, width_div: int, weights_path: str | None) -> None:
+    if name not in _BUILDERS:
+        raise ValueError(f"unknown backbone '{name}'; available: {available_backbones()}")
+    if width_div != 1 and name != "vgg16":
+        raise ValueError(f"width_div is only supported for vgg16, not '{name}'")
+    if weights_path is not None and not pretrained:
+        raise ValueError("weights_path is a source of pretrained weights: it needs pretrained=True")
+
+
 def build_tapped_backbone(name: str, pretrained: bool, width_div: int = 1,
                           weights_path: str | None = None) -> Backbone:
     """Build a multi-scale encoder; ``width_div`` is only supported for ``vgg16``.
@@ -287,13 +321,31 @@ def build_tapped_backbone(name: str, pretrained: bool, width_div: int = 1,
     ``weights_path`` is a local file with the backbone's ImageNet weights (the torchvision or
     timm checkpoint, ``.pth``/``.bin`` or ``.safetensors``) used instead of the caches.
     """
-    if name not in _BUILDERS:
-        raise ValueError(f"unknown backbone '{name}'; available: {available_backbones()}")
-    if width_div != 1 and name != "vgg16":
-        raise ValueError(f"width_div is only supported for vgg16, not '{name}'")
-    if weights_path is not None and not pretrained:
-        raise ValueError("weights_path is a source of pretrained weights: it needs pretrained=True")
+    _check_backbone_args(name, pretrained, width_div, weights_path)
     return _BUILDERS[name](pretrained, width_div, weights_path)
+
+
+# Every torchvision encoder but VGG16 taps at strides 2, 4, 8, 16, 32: its stride-8 tap is the third.
+_STRIDE8_TAP = 2
+
+
+def build_stride8_encoder(name: str, pretrained: bool, width_div: int = 1,
+                          weights_path: str | None = None) -> tuple[nn.Module, int]:
+    """An encoder that ends at ``name``'s stride-8 output (deeper stages are not built), and
+    that output's width: the image encoder of the grounding network.
+
+    "vgg16" is ``vgg16_features()`` (relu4_3, the paper's), with the state-dict keys of
+    torchvision's ``vgg16().features``; e.g. "resnet50" ends after ``layer2`` (512 channels).
+    """
+    _check_backbone_args(name, pretrained, width_div, weights_path)
+    if name == "vgg16":
+        encoder = vgg16_features(pretrained, width_div=width_div, weights_path=weights_path)
+        return encoder, vgg16_channels(width_div=width_div)
+    if name in TIMM_BACKBONES:
+        tap = TimmStrideTap(TIMM_BACKBONES[name], pretrained, weights_path, stride=8)
+        return tap, tap.channels
+    tapped = _BUILDERS[name](pretrained, width_div, weights_path)
+    return nn.Sequential(*tapped.stages[:_STRIDE8_TAP + 1]), tapped.channels[_STRIDE8_TAP]
 
 
 # Input normalisations applied inside the networks to [0, 1] images. "reference" is the

@@ -7,6 +7,9 @@ CLIP text embedding → the *un-normalised* features gated by A → two up-sampl
 
 The paper's text speaks of three up-sampling blocks; the released code (and so the released
 weights) use two blocks and a final bilinear resize, which is what is built here.
+
+``backbone`` swaps the encoder for another :mod:`wwbl.networks.backbones` encoder cut at its
+stride-8 output (e.g. "resnet50": up to ``layer2``, 512 channels); the rest is unchanged.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from wwbl.networks.backbones import InputNormalize, vgg16_channels, vgg16_features
+from wwbl.networks.backbones import InputNormalize, build_stride8_encoder
 
 
 def conv_bn_relu(in_ch: int, out_ch: int) -> list[nn.Module]:
@@ -52,10 +55,13 @@ class GroundingNet(nn.Module):
         text_dim: size of the CLIP text embedding; also the bottleneck width (512 in the paper).
         decoder_channels: channels of the first up-sampling block (default ``text_dim``).
         vgg_width_div: divides every VGG16 channel count (1 = the real VGG16; >1 for tiny
-            test models, which cannot load ImageNet weights).
-        pretrained_backbone: load torchvision's ImageNet VGG16 weights (from the local cache).
+            test models, which cannot load ImageNet weights); vgg16 only.
+        pretrained_backbone: load the encoder's ImageNet weights (from the local cache).
         input_norm: "reference" (mean = std = 0.5, as the released code) or "imagenet".
-        backbone_weights: a local ImageNet VGG16 weights file instead of the torch hub cache.
+        backbone_weights: a local ImageNet weights file instead of the cache (needs
+            ``pretrained_backbone``; not part of :meth:`config`, like the latter).
+        backbone: the encoder, "vgg16" (the paper's) or another name of
+            :func:`wwbl.networks.backbones.available_backbones`, cut at stride 8.
     """
 
     def __init__(
@@ -66,15 +72,17 @@ class GroundingNet(nn.Module):
         pretrained_backbone: bool = True,
         input_norm: str = "reference",
         backbone_weights: str | None = None,
+        backbone: str = "vgg16",
     ) -> None:
         super().__init__()
         decoder_channels = decoder_channels or text_dim
         self._config = {"text_dim": text_dim, "decoder_channels": decoder_channels,
-                        "vgg_width_div": vgg_width_div, "input_norm": input_norm}
+                        "vgg_width_div": vgg_width_div, "input_norm": input_norm, "backbone": backbone}
         self.text_dim = text_dim
         self.normalize = InputNormalize(input_norm)
-        self.encoder = vgg16_features(pretrained_backbone, width_div=vgg_width_div, weights_path=backbone_weights)
-        self.bottleneck = BottleneckBlock(vgg16_channels(width_div=vgg_width_div), text_dim)
+        self.encoder, encoder_channels = build_stride8_encoder(backbone, pretrained_backbone, vgg_width_div,
+                                                               backbone_weights)
+        self.bottleneck = BottleneckBlock(encoder_channels, text_dim)
         self.up0 = UpBlock(text_dim, decoder_channels)
         self.up1 = UpBlock(decoder_channels, 1, output_block=True)
 
