@@ -6,8 +6,9 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
 
-from wwbl.clip import FrozenCLIP, UnsupportedCLIPError
+from wwbl.clip import FrozenCLIP, UnsupportedCLIPError, register_model_configs
 from wwbl.clip.adapter import MODEL_CONFIG_DIR
+from wwbl.extractors.clip_text_span import cls_decomposition
 from wwbl.errors import MissingResourceError
 
 
@@ -16,6 +17,27 @@ def test_functional_vit_equals_open_clip(tiny_clip):
     ours = tiny_clip.vit.forward(x)
     theirs = tiny_clip.model.encode_image(x)
     assert torch.allclose(ours, theirs, atol=1e-5)
+
+
+def test_functional_vit_applies_layer_scale(tmp_path):
+    # The tiny model has no layer scale (ls_1/ls_2 are identities); one with random gammas checks
+    # that the accessors apply it, in the forward and in the ClipTextSpan decomposition.
+    config = json.loads((MODEL_CONFIG_DIR / "wwbl-tiny-vit.json").read_text())
+    config["vision_cfg"]["ls_init_value"] = 0.5
+    (tmp_path / "wwbl-test-layer-scale.json").write_text(json.dumps(config))
+    register_model_configs(tmp_path / "wwbl-test-layer-scale.json")
+    torch.manual_seed(0)
+    clip = FrozenCLIP("wwbl-test-layer-scale", pretrained="random")
+    gammas = [p for name, p in clip.model.visual.named_parameters() if name.endswith("gamma")]
+    assert len(gammas) == 4  # ls_1 and ls_2 of both blocks
+    with torch.no_grad():
+        for gamma in gammas:
+            gamma.uniform_(0.2, 2.0, generator=torch.Generator().manual_seed(gamma.numel()))
+        x = clip.prepare(torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(4)))
+        theirs = clip.model.encode_image(x)
+        parts = cls_decomposition(clip.vit, x)
+    assert torch.allclose(clip.vit.forward(x), theirs, atol=1e-5)
+    assert torch.allclose(parts.tokens.sum(dim=1) + parts.rest, theirs, atol=1e-4)
 
 
 def test_functional_vit_notices_a_changed_block(tiny_clip):
@@ -29,7 +51,7 @@ def test_functional_vit_notices_a_changed_block(tiny_clip):
 def test_attention_probabilities_match_torch_mha(tiny_clip):
     vit = tiny_clip.vit
     tokens = vit.tokens_in(tiny_clip.prepare(torch.rand(2, 3, 64, 64)))
-    block = vit.blocks[0]
+    block = tiny_clip.model.visual.transformer.resblocks[0]
     normed = block.ln_1(tokens)
     _, probs = vit.attention(0, normed)
     _, torch_probs = block.attn(normed, normed, normed, need_weights=True, average_attn_weights=False)
@@ -204,6 +226,15 @@ def test_short_context_text_encoding_equals_open_clip(tiny_clip):
         short_only = encode_text_short(tiny_clip.model, tokens[:2])  # cut to 10 tokens, not 77
     assert torch.allclose(short, full, atol=1e-5)
     assert torch.allclose(short_only, full[:2], atol=1e-5)
+
+
+def test_full_context_text_encoding_accepts_the_empty_prompt(tiny_clip):
+    phrases = ["a red square", "two blue circles"]
+    full = tiny_clip.encode_text_full_context(phrases + [""])
+    assert full.shape == (3, tiny_clip.embed_dim) and full.dtype == torch.float32
+    assert torch.allclose(full.norm(dim=-1), torch.ones(3), atol=1e-5)
+    assert torch.allclose(full[:2], tiny_clip.encode_text(phrases), atol=1e-5)  # the short-context path agrees
+    assert not torch.allclose(full[2], full[0], atol=1e-3)
 
 
 # -- activation and explicit random weights ---------------------------------------------------------

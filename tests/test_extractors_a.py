@@ -177,7 +177,7 @@ def test_clip_text_span_contrast_phrases_shift_the_text_direction(vit_clip):
 def test_gradcam_matches_explicit_autograd(rn_clip):
     x = rn_clip.prepare(torch.rand(2, 3, 128, 128, generator=torch.Generator().manual_seed(5)))
     text = rn_clip.encode_text(["a dog", "a tree"])
-    got = gradcam_maps(rn_clip.model.visual, x, text)
+    got = gradcam_maps(rn_clip.resnet, x, text)
     captured = {}
     hook = rn_clip.model.visual.layer4.register_forward_hook(lambda m, i, o: captured.setdefault("a", o))
     try:

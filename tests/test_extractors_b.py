@@ -5,6 +5,7 @@ forward, or a hand-derived case."""
 
 from __future__ import annotations
 
+import copy
 import itertools
 import math
 
@@ -12,7 +13,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from wwbl.clip import FrozenCLIP
+from wwbl.clip import FrozenCLIP, ResNetInternals
 from wwbl.extractors import build_extractor
 from wwbl.extractors.adapting_clip import tuned_constants
 from wwbl.extractors.box_search import (
@@ -21,9 +22,7 @@ from wwbl.extractors.box_search import (
     inclusive_to_xyxy,
 )
 from wwbl.extractors.crop_and_rank import selective_search_boxes
-from wwbl.extractors.dilated_resnet import dilated_features
 from wwbl.extractors.region_tokens import reduced_stride, region_embeddings
-from wwbl.extractors.resnet_access import last_stage_features
 from wwbl.extractors.superpixels import slic_superpixels
 from wwbl.extractors.vl_score import channel_embeddings, component_boxes, score_cam_weights
 from wwbl.images import resize_square
@@ -300,12 +299,26 @@ def test_adapting_clip_detect_is_the_box_search_on_its_score_maps(vit_clip):
 
 def test_dilated_resnet_is_the_atrous_version_of_the_strided_one(rn_clip):
     # À trous: the dilated trunk sampled every 32 pixels equals the ordinary stride-32 trunk.
-    visual = rn_clip.model.visual
     x = torch.randn(2, 3, 96, 64, generator=torch.Generator().manual_seed(9))
-    dense = dilated_features(visual, x)
-    strided = last_stage_features(visual, x)
+    dense = rn_clip.resnet.dilated_features(x)
+    strided = rn_clip.resnet.last_stage_features(x)
     assert dense.shape[-2:] == (96 - 30, 64 - 30)
     assert torch.allclose(dense[..., ::32, ::32], strided, atol=1e-5)
+
+
+def test_value_projection_is_the_attention_pool_of_a_constant_map(rn_clip):
+    # open_clip's own attention pool over identical tokens (constant features, no positional
+    # embedding) returns c_proj(v_proj(f)) whatever the attention weights: the value projection.
+    visual = copy.deepcopy(rn_clip.model.visual)
+    with torch.no_grad():
+        visual.attnpool.positional_embedding.zero_()
+        side = rn_clip.image_size // 32
+        feature = torch.randn(2, visual.attnpool.k_proj.in_features, 1, 1, generator=torch.Generator().manual_seed(8))
+        features = feature.expand(-1, -1, side, side)
+        want = visual.attnpool(features)
+        got = ResNetInternals(visual).value_projection(features)
+    assert got.shape == (2, want.shape[1], side, side)
+    assert torch.allclose(got, want[:, :, None, None].expand_as(got), atol=1e-5)
 
 
 # -- Crop & Rank ------------------------------------------------------------------------------------
@@ -358,7 +371,7 @@ def test_score_cam_weights_hand_computed():
 
 def test_masked_channel_embeddings_equal_a_naive_per_channel_loop(rn_clip):
     prepared = rn_clip.prepare(torch.stack(_images(10, [(128, 128), (128, 128)])))
-    activations = last_stage_features(rn_clip.model.visual, prepared)
+    activations = rn_clip.resnet.last_stage_features(prepared)
     activations = activations[:, 100:112]  # a subset of channels keeps the test fast
     fast = channel_embeddings(rn_clip, prepared, activations, batch_size=7)  # chunks straddle images
     for image, channel in itertools.product(range(2), range(0, 12, 3)):
@@ -376,7 +389,7 @@ def test_vl_score_map_is_the_weighted_activation_sum(rn_clip):
     phrases = ["dog", "cat"]
     text = extractor.encode_phrases(phrases)
     fast = extractor._heatmaps_square(prepared, text, torch.tensor([0, 0]), phrases)
-    activations = last_stage_features(rn_clip.model.visual, prepared)[0]
+    activations = rn_clip.resnet.last_stage_features(prepared)[0]
     embeddings = channel_embeddings(rn_clip, prepared, activations[None], batch_size=64)[0]  # checked above
     base = rn_clip.encode_image_prepared(torch.zeros_like(prepared))[0]
     for p in range(2):

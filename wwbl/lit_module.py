@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from wwbl.clip import FrozenCLIP, minmax_normalize
+from wwbl.clip import ClipSpec, minmax_normalize
 from wwbl.export import CHECKPOINT_KEY
 from wwbl.images import resize_heatmap
 from wwbl.losses import (
@@ -143,7 +143,7 @@ class WWbLModule(L.LightningModule):
             raise ValueError("loss_form='reference_wsol' needs background_prompts (e.g. the CUB list "
                              f"{CUB_BACKGROUND_PROMPTS})")
         self.save_hyperparameters()
-        clip = FrozenCLIP(clip_model, pretrained=clip_pretrained, checkpoint=clip_checkpoint, precision=clip_precision)
+        clip = ClipSpec(clip_model, clip_pretrained, clip_checkpoint, clip_precision).build()
         # Kept outside the registered sub-modules so it never enters the state dict or the optimiser.
         self.__dict__["clip"] = clip
         self.net: nn.Module = build_network(**network_config(task, network, clip.embed_dim),

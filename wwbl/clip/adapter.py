@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from wwbl.clip.relevancy import relevancy_maps
+from wwbl.clip.resnet import ResNetInternals
 from wwbl.clip.text import encode_text_short, supports_short_context
 from wwbl.clip.vit import UnsupportedCLIPError, ViTInternals
 from wwbl.errors import MissingResourceError
@@ -99,6 +100,7 @@ class FrozenCLIP(nn.Module):
         self._text_cache: OrderedDict[str, Tensor] = OrderedDict()
         self._text_cache_size = text_cache_size
         self._vit: ViTInternals | None = None
+        self._resnet: ResNetInternals | None = None
 
     def train(self, mode: bool = True) -> "FrozenCLIP":
         # Frozen means frozen: Lightning's model.train() must not switch CLIP out of eval mode.
@@ -124,6 +126,13 @@ class FrozenCLIP(nn.Module):
         if self._vit is None:
             self._vit = ViTInternals(self.model.visual)
         return self._vit
+
+    @property
+    def resnet(self) -> ResNetInternals:
+        """Stage-level access for the ResNet extractors (ModifiedResNet models only; else UnsupportedCLIPError)."""
+        if self._resnet is None:
+            self._resnet = ResNetInternals(self.model.visual)
+        return self._resnet
 
     # -- images ---------------------------------------------------------------------------------
     def prepare(self, images01: Tensor, normalize: bool = True) -> Tensor:
@@ -168,6 +177,13 @@ class FrozenCLIP(nn.Module):
         if not phrases:
             return torch.empty(0, self.embed_dim, device=self.device)
         return torch.stack([self._text_cache[p] for p in phrases]).to(self.device)
+
+    def encode_text_full_context(self, phrases: Sequence[str]) -> Tensor:
+        """L2-normalised float32 embeddings T×D from open_clip's own full-context `encode_text`.
+
+        Uncached and unchecked: empty prompts are allowed (CLIP Surgery's "empty" text).
+        """
+        return F.normalize(self.model.encode_text(self.tokenize(phrases)).float(), dim=-1)
 
     def _remember(self, phrase: str, vector: Tensor) -> None:
         self._text_cache[phrase] = vector

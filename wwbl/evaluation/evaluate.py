@@ -116,10 +116,9 @@ class EvalSettings:
 
 
 def build_clip(settings: EvalSettings) -> Any:
-    from wwbl.clip import FrozenCLIP
+    from wwbl.clip import ClipSpec
 
-    return FrozenCLIP(settings.clip_model, pretrained=settings.clip_pretrained,
-                      checkpoint=settings.clip_checkpoint).to(settings.device)
+    return ClipSpec(settings.clip_model, settings.clip_pretrained, settings.clip_checkpoint).build(settings.device)
 
 
 def build_heatmap_source(settings: EvalSettings, clip: Any = None) -> Any:

@@ -38,7 +38,6 @@ from wwbl.extractors.base import HeatmapExtractor, ImageInput, register_extracto
 from wwbl.extractors.box_search import coarse_to_fine_box_search, inclusive_to_xyxy
 from wwbl.extractors.dilated_resnet import dense_resnet_embeddings
 from wwbl.extractors.region_tokens import reduced_stride, region_embeddings
-from wwbl.extractors.resnet_access import check_resnet
 from wwbl.extractors.superpixels import DEFAULT_LEVELS, slic_superpixels
 from wwbl.images import as_tensor01, resize_square
 
@@ -124,7 +123,7 @@ class AdaptingCLIPExtractor(HeatmapExtractor):
             if not 0 <= start_block < clip.vit.num_layers:
                 raise ValueError(f"start_block must be in [0, {clip.vit.num_layers}), got {start_block}")
         else:
-            check_resnet(clip.model.visual)
+            self.resnet = clip.resnet
         default_lambda, default_sigma = tuned_constants(clip.model_name, self.is_vit, tuned_on, high_res)
         self.box_lambda = default_lambda if box_lambda is None else float(box_lambda)
         self.temperature = default_sigma if temperature is None else float(temperature)
@@ -176,7 +175,7 @@ class AdaptingCLIPExtractor(HeatmapExtractor):
         maps = images.new_zeros(len(image_index), *images.shape[-2:], dtype=torch.float32)
         for i, image in enumerate(images):
             rows = torch.nonzero(image_index == i).flatten()
-            dense = dense_resnet_embeddings(self.clip.model.visual, image[None], self.resnet_pad, self.high_res)
+            dense = dense_resnet_embeddings(self.resnet, image[None], self.resnet_pad, self.high_res)
             cosine = torch.einsum("pd,dhw->phw", text_emb[rows].float(), F.normalize(dense[0].float(), dim=0))
             maps[rows] = self._scores(cosine.flatten(1)).reshape(cosine.shape)
         return maps

@@ -40,9 +40,8 @@ def surgery_tokens(vit: ViTInternals, prepared: Tensor, depth: int = SURGERY_DEP
     x_ori = vit.run_blocks(vit.tokens_in(prepared), 0, first)
     x_new = x_ori
     for i in range(first, vit.num_layers):
-        block = vit.blocks[i]
-        _, _, v = vit.qkv(i, block.ln_1(x_ori))
-        x_new = x_new + block.ls_1(vit.out_proj(i, value_value_attention(v)))
+        _, _, v = vit.qkv(i, vit.attn_norm(i, x_ori))
+        x_new = x_new + vit.attn_scale(i, vit.attn_proj(i, value_value_attention(v)))
         x_ori, _ = vit.block_forward(i, x_ori)
     return torch.cat([x_ori[:, :1], x_new[:, 1:]], dim=1)
 
@@ -75,8 +74,7 @@ class CLIPSurgeryExtractor(HeatmapExtractor):
     def _empty_embedding(self) -> Tensor | None:
         if self.empty_prompts and self._empty is None:
             # encode_text rejects "" (no word to ground); the tokenizer itself handles it, so encode directly
-            tokens = self.clip.tokenize(self.empty_prompts)
-            emb = F.normalize(self.clip.model.encode_text(tokens).float(), dim=-1)
+            emb = self.clip.encode_text_full_context(self.empty_prompts)
             self._empty = F.normalize(emb.mean(dim=0), dim=-1)
         return self._empty
 

@@ -51,14 +51,14 @@ def _cls_stream(vit: ViTInternals, prepared: Tensor) -> tuple[Tensor, Tensor, Te
     token_terms = torch.zeros_like(x)
     bias_terms = torch.zeros_like(x[:, 0])
     other_terms = [x[:, 0]]
-    for i, block in enumerate(vit.blocks):
-        q, k, v = vit.qkv(i, block.ln_1(x))
+    for i in range(vit.num_layers):
+        q, k, v = vit.qkv(i, vit.attn_norm(i, x))
         probs = torch.softmax((q * q.shape[-1] ** -0.5) @ k.transpose(-2, -1), dim=-1)
         heads_out = probs[:, :, 0, :, None] * v  # B×H×N×d: what each source token sends to the class token
-        proj = block.attn.out_proj
-        token_terms = token_terms + block.ls_1(vit.out_proj(i, heads_out) - proj.bias)
-        bias_terms = bias_terms + block.ls_1(proj.bias).expand_as(bias_terms)
-        x = x + block.ls_1(vit.out_proj(i, probs @ v))
+        bias = vit.attn_proj_bias(i)
+        token_terms = token_terms + vit.attn_scale(i, vit.attn_proj(i, heads_out) - bias)
+        bias_terms = bias_terms + vit.attn_scale(i, bias).expand_as(bias_terms)
+        x = x + vit.attn_scale(i, vit.attn_proj(i, probs @ v))
         before_mlp = x
         x = vit.mlp_residual(i, x)
         other_terms.append((x - before_mlp)[:, 0])
@@ -68,12 +68,12 @@ def _cls_stream(vit: ViTInternals, prepared: Tensor) -> tuple[Tensor, Tensor, Te
 def cls_decomposition(vit: ViTInternals, prepared: Tensor) -> ClsDecomposition:
     """The reference's decomposition of the image embedding into direct per-token components."""
     token_terms, bias_terms, other_terms, z = _cls_stream(vit, prepared)
-    ln_post, proj = vit.ln_post, vit.proj
-    num_layers, num_tokens = len(vit.blocks), token_terms.shape[1]
+    norm, proj = vit.final_norm, vit.projection
+    num_layers, num_tokens = vit.num_layers, token_terms.shape[1]
     num_terms = 2 * num_layers + 1
     mu = z.mean(dim=-1, keepdim=True)
-    sigma = (z.var(dim=-1, unbiased=False, keepdim=True) + ln_post.eps).sqrt()
-    gamma, beta = ln_post.weight, ln_post.bias
+    sigma = (z.var(dim=-1, unbiased=False, keepdim=True) + norm.eps).sqrt()
+    gamma, beta = norm.weight, norm.bias
 
     def through_norm(term: Tensor, share: float, sigma_: Tensor, mu_: Tensor) -> Tensor:
         # γ ⊙ (term − share·μ)/σ + share·β, then the projection

@@ -56,11 +56,10 @@ def gem_tokens(
     x_ori = vit.run_blocks(vit.tokens_in(prepared), 0, first)
     x_gem = x_ori
     for i in range(first, vit.num_layers):
-        block = vit.blocks[i]
-        x_normed = block.ln_1(x_ori)
+        x_normed = vit.attn_norm(i, x_ori)
         q, k, v = vit.qkv(i, x_normed)
         inv_temp = temperature if temperature is not None else adaptive_inverse_temperature(x_normed, q.shape[-1])
-        x_gem = x_gem + block.ls_1(vit.out_proj(i, self_self_attention(q, k, v, inv_temp, iterations)))
+        x_gem = x_gem + vit.attn_scale(i, vit.attn_proj(i, self_self_attention(q, k, v, inv_temp, iterations)))
         x_ori, _ = vit.block_forward(i, x_ori)
     return x_gem
 

@@ -14,26 +14,26 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from wwbl.clip import FrozenCLIP
+from wwbl.clip.resnet import ResNetInternals
 from wwbl.extractors.base import HeatmapExtractor, register_extractor
-from wwbl.extractors.resnet_access import attention_pool, check_resnet, last_stage_features
 
 _UPSAMPLING = ("bicubic", "bilinear", "nearest", "none")
 
 
 def gradcam_maps(
-    visual: torch.nn.Module, prepared: Tensor, text_emb: Tensor, image_index: Tensor | None = None
+    resnet: ResNetInternals, prepared: Tensor, text_emb: Tensor, image_index: Tensor | None = None
 ) -> Tensor:
     """Grad-CAM of image `image_index[p]` (default p) for text p on the layer4 grid: P×h×w, ≥ 0, detached.
 
     The trunk runs once per image; only the attention pool runs per (image, text) pair.
     """
     with torch.no_grad():
-        features = last_stage_features(visual, prepared)
+        features = resnet.last_stage_features(prepared)
     if image_index is not None:
         features = features[image_index]
     with torch.enable_grad():
         features.requires_grad_(True)
-        image_emb = attention_pool(visual, features).float()
+        image_emb = resnet.attention_pool(features).float()
         target = (image_emb * text_emb.to(image_emb)).sum()  # pairs are independent: one backward for all
         (grads,) = torch.autograd.grad(target, features)
     weights = grads.float().mean(dim=(-2, -1), keepdim=True)
@@ -47,13 +47,13 @@ class GradCAMExtractor(HeatmapExtractor):
 
     def __init__(self, clip: FrozenCLIP, upsampling: str = "bicubic", **base_options):
         super().__init__(clip, **base_options)
-        check_resnet(clip.model.visual)
+        self.resnet = clip.resnet
         if upsampling not in _UPSAMPLING:
             raise ValueError(f"upsampling must be one of {_UPSAMPLING}, got {upsampling!r}")
         self.upsampling = upsampling
 
     def _heatmaps_square(self, images: Tensor, text_emb: Tensor, image_index: Tensor, phrases: list[str]) -> Tensor:
-        maps = gradcam_maps(self.clip.model.visual, images, text_emb, image_index)
+        maps = gradcam_maps(self.resnet, images, text_emb, image_index)
         if self.upsampling == "none":
             return maps
         size = images.shape[-2:]

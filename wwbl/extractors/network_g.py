@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from wwbl.clip import FrozenCLIP
+from wwbl.clip import ClipSpec, FrozenCLIP
 from wwbl.extractors.base import HeatmapExtractor, register_extractor
 
 
@@ -49,7 +49,7 @@ class NetworkGExtractor(HeatmapExtractor):
         if clip is None:
             if "clip" not in config:
                 raise ValueError("NetworkGExtractor needs a FrozenCLIP unless network is an export directory")
-            clip = FrozenCLIP(**{k: config["clip"].get(k) for k in ("model", "pretrained", "checkpoint")})
+            clip = ClipSpec.from_dict(config["clip"]).build()
         input_size = input_size or config.get("input_size")
         if input_size is None:
             raise ValueError("network g's input_size is unknown: pass input_size=… (the export records it)")

@@ -76,9 +76,8 @@ def region_embeddings(
 
 def _ordinary_block(vit: ViTInternals, i: int, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """Block i on the ordinary stream; also returns the patch keys/values the region tokens attend to."""
-    block = vit.blocks[i]
-    q, k, v = vit.qkv(i, block.ln_1(x))
-    x = x + block.ls_1(vit.out_proj(i, F.scaled_dot_product_attention(q, k, v)))
+    q, k, v = vit.qkv(i, vit.attn_norm(i, x))
+    x = x + vit.attn_scale(i, vit.attn_proj(i, F.scaled_dot_product_attention(q, k, v)))
     return vit.mlp_residual(i, x), k[:, :, 1:], v[:, :, 1:]
 
 
@@ -89,12 +88,11 @@ def _region_block(
 
     ``outside_bias`` (``B×C×N``) is added to the patch scores: 0 inside the region, ``mask_value`` outside.
     """
-    block = vit.blocks[i]
-    q, k_self, v_self = vit.qkv(i, block.ln_1(regions))
+    q, k_self, v_self = vit.qkv(i, vit.attn_norm(i, regions))
     q = q * q.shape[-1] ** -0.5
     patch_scores = q @ keys.transpose(-2, -1) + outside_bias[:, None]
     self_scores = (q * k_self).sum(-1, keepdim=True)
     probs = torch.cat([patch_scores, self_scores], dim=-1).softmax(dim=-1)
     attended = probs[..., :-1] @ values + probs[..., -1:] * v_self
-    regions = regions + block.ls_1(vit.out_proj(i, attended))
+    regions = regions + vit.attn_scale(i, vit.attn_proj(i, attended))
     return vit.mlp_residual(i, regions)

@@ -38,7 +38,6 @@ from torch import Tensor
 from wwbl.boxes import Detections
 from wwbl.clip import FrozenCLIP
 from wwbl.extractors.base import HeatmapExtractor, ImageInput, register_extractor
-from wwbl.extractors.resnet_access import check_resnet, last_stage_features
 
 
 def channel_embeddings(clip: FrozenCLIP, images: Tensor, activations: Tensor, batch_size: int) -> Tensor:
@@ -112,7 +111,7 @@ class VLScoreExtractor(HeatmapExtractor):
         **base_options,
     ):
         super().__init__(clip, **base_options)
-        check_resnet(clip.model.visual)
+        self.resnet = clip.resnet
         if "{}" not in prompt_template:
             raise ValueError(f"prompt_template needs a '{{}}' placeholder, got {prompt_template!r}")
         if softmax_temperature <= 0 or masked_batch_size < 1 or not 0 < box_threshold <= 1:
@@ -143,8 +142,7 @@ class VLScoreExtractor(HeatmapExtractor):
     def _heatmaps_square(self, images: Tensor, text_emb: Tensor, image_index: Tensor, phrases: list[str]) -> Tensor:
         used, image_index = image_index.unique(return_inverse=True)  # images without phrases cost nothing
         images = images[used]
-        visual = self.clip.model.visual
-        activations = last_stage_features(visual, images).float()
+        activations = self.resnet.last_stage_features(images).float()
         embeddings = channel_embeddings(self.clip, images, activations, self.masked_batch_size)
         base = self.clip.encode_image_prepared(torch.zeros_like(images[:1]))[0]
         text = text_emb.float()

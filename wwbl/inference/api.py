@@ -73,12 +73,12 @@ class WWbLModel:
 
 def _build_clip(clip: Any, clip_pretrained: str | None, clip_checkpoint: str | None, device: str | torch.device):
     """A FrozenCLIP from an instance or a name; no name means OpenAI's ViT-B/32 weights (never a random CLIP)."""
-    from wwbl.clip import FrozenCLIP
+    from wwbl.clip import ClipSpec
 
     if clip is None:
         clip, clip_pretrained = "ViT-B-32", clip_pretrained or (None if clip_checkpoint else "openai")
     if isinstance(clip, str):
-        return FrozenCLIP(clip, pretrained=clip_pretrained, checkpoint=clip_checkpoint).to(device)
+        return ClipSpec(clip, clip_pretrained, clip_checkpoint).build(device)
     return clip.to(device)
 
 

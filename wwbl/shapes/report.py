@@ -205,10 +205,10 @@ class Evaluator:
     """Runs ``wwbl.evaluation.run_evaluation`` for the report's rows, sharing one frozen CLIP."""
 
     def __init__(self, settings: ReportSettings) -> None:
-        from wwbl.clip import FrozenCLIP
+        from wwbl.clip import ClipSpec
 
         self.s = settings
-        self.clip = FrozenCLIP(settings.clip_model, pretrained=None, checkpoint=settings.clip_checkpoint)
+        self.clip = ClipSpec(settings.clip_model, None, settings.clip_checkpoint).build()
         self.timings: dict[str, float] = {}
         self.fp_clip = fingerprint(settings.clip_checkpoint)
         self.fp_blip = fingerprint(settings.blip) if Path(settings.blip).exists() else None

@@ -233,9 +233,9 @@ def relevancy_pointing(checkpoint_dir: str, world: ShapesWorld, count: int, spli
     """Chefer pointing of the saved CLIP on held-out scenes: for every object, whether the argmax of
     the relevancy map of "a <colour> <shape>" (resized to the scene) lies inside the object's box.
     Last block (the reference's L_rmap target) and all blocks."""
-    from wwbl.clip import FrozenCLIP
+    from wwbl.clip import ClipSpec
 
-    clip = FrozenCLIP(checkpoint=checkpoint_dir)
+    clip = ClipSpec(checkpoint=checkpoint_dir).build()
     scenes = [world.scene(split, i) for i in range(count)]
     owner = [i for i, scene in enumerate(scenes) for _ in scene.objects]
     boxes = torch.tensor([o.box for scene in scenes for o in scene.objects])  # inclusive pixel xyxy
