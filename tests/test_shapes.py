@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 import torch
 
-from wwbl.shapes.captions import entity_sentences, image_captions, join_list, with_article
-from wwbl.shapes.config import budgeted_lr
-from wwbl.shapes.generator import COLOURS, ShapesWorld, WorldConfig, draw_shapes
-from wwbl.shapes.writers import image_id, rle_counts, write_coco, write_flickr, write_samples
+from shapes_world.captions import entity_sentences, image_captions, join_list, with_article
+from shapes_world.config import budgeted_lr
+from shapes_world.generator import COLOURS, ShapesWorld, WorldConfig, draw_shapes
+from shapes_world.writers import image_id, rle_counts, write_coco, write_flickr, write_samples
 
 SMALL = WorldConfig(seed=3, image_size=32, min_radius=3.0, max_radius=8.0, max_objects=4)
 
@@ -182,7 +182,7 @@ def test_unknown_split_and_bad_config_are_rejected(world):
 
 
 def test_clip_hard_negative_swaps_one_object():
-    from wwbl.shapes.train_clip import caption_pair
+    from shapes_world.train_clip import caption_pair
 
     world = ShapesWorld(SMALL)
     for index in range(20):
@@ -203,7 +203,7 @@ def test_clip_hard_negative_swaps_one_object():
 
 def test_clip_training_smoke_and_frozen_clip_loads_it(tmp_path):
     from wwbl.clip import FrozenCLIP
-    from wwbl.shapes.train_clip import ClipTrainConfig, train
+    from shapes_world.train_clip import ClipTrainConfig, train
 
     arch = {"embed_dim": 16, "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "head_width": 16,
                                             "patch_size": 8},
@@ -225,7 +225,7 @@ def test_clip_training_smoke_and_frozen_clip_loads_it(tmp_path):
 
     import open_clip
 
-    from wwbl.shapes.train_clip import load_weights, model_name
+    from shapes_world.train_clip import load_weights, model_name
 
     fresh = open_clip.create_model(model_name(cfg.model_config))
     trained_tokens = load_weights(fresh, cfg.out_dir)
@@ -238,7 +238,7 @@ def test_blip_training_smoke_and_captioner_loads_it(tmp_path):
     from PIL import Image
 
     from wwbl.inference.captioner import BlipCaptioner, CaptionSettings
-    from wwbl.shapes.train_blip import BlipTrainConfig, caption_targets, train
+    from shapes_world.train_blip import BlipTrainConfig, caption_targets, train
 
     cfg = BlipTrainConfig(out_dir=str(tmp_path / "blip"), image_size=16, patch_size=8, vision_width=16,
                           vision_layers=1, vision_heads=1, text_width=16, text_layers=1, text_heads=1,
@@ -267,7 +267,7 @@ BLIP_COLOUR_MIN = 0.90  # measured 1.000 (chance 1/6)
 @pytest.fixture(scope="module")
 def shipped_world() -> ShapesWorld:
     """The world the shipped models were trained on (configs/shapes/world.yaml)."""
-    from wwbl.shapes.config import load_world_config
+    from shapes_world.config import load_world_config
 
     return ShapesWorld(load_world_config(str(Path(__file__).resolve().parents[1] / "configs/shapes/world.yaml"))[0])
 
@@ -296,7 +296,7 @@ def test_shipped_clip_tells_colour_shape_phrases_apart(shipped_world):
 def test_shipped_blip_captions_held_out_crops(shipped_world):
     world = shipped_world
     from wwbl.inference.captioner import BlipCaptioner
-    from wwbl.shapes.train_blip import scene_crops
+    from shapes_world.train_blip import scene_crops
 
     captioner = BlipCaptioner.from_pretrained(str(SHIPPED_BLIP), allow_download=False)
     crops, targets = [], []
@@ -314,7 +314,7 @@ def test_clip_phrase_term_is_the_sigmoid_loss_over_every_world_phrase(world):
     """Naive reference: for each image and each of the world's phrases, -log σ(±(scale·cos + bias))."""
     import math
 
-    from wwbl.shapes.train_clip import PhraseTerm
+    from shapes_world.train_clip import PhraseTerm
 
     phrases = [f"a {c} {s}" if c[0] not in "aeiou" else f"an {c} {s}" for c, s in world.all_combos]
 

@@ -30,8 +30,8 @@ pytestmark = pytest.mark.skipif(bool(_missing), reason=f"shipped shapes-world mo
 
 @pytest.fixture(scope="module")
 def world():
-    from wwbl.shapes.config import load_world_config
-    from wwbl.shapes.generator import ShapesWorld
+    from shapes_world.config import load_world_config
+    from shapes_world.generator import ShapesWorld
 
     config, _ = load_world_config(str(WORLD_CONFIG))
     return ShapesWorld(config)
@@ -40,7 +40,7 @@ def world():
 @pytest.fixture(scope="module")
 def benchmark(world, tmp_path_factory):
     """The fixed test set in the Flickr30k Entities layout: ``{split: root}``."""
-    from wwbl.shapes.writers import write_flickr
+    from shapes_world.writers import write_flickr
 
     root = tmp_path_factory.mktemp("shapes_quality")
     write_flickr(world, str(root / "test"), {"test": SCENES})
@@ -71,7 +71,7 @@ def scores(benchmark, clip, tmp_path_factory):
     """WSG metrics of g, its all-block GAE teacher and the random baseline on both splits (computed once)."""
     from wwbl.extractors.base import build_extractor
     from wwbl.extractors.network_g import NetworkGExtractor
-    from wwbl.shapes.report import RandomBlobBaseline
+    from shapes_world.report import RandomBlobBaseline
 
     out = tmp_path_factory.mktemp("shapes_quality_runs")
     sources = {"g": NetworkGExtractor.from_export(str(G_DIR), clip=clip, images_per_batch=32),

@@ -7,9 +7,9 @@ import math
 
 import pytest
 
-from wwbl.shapes.history import plot_history, read_val_history
-from wwbl.shapes.report import claims, mean_std, teacher_label
-from wwbl.shapes.report_markdown import render_ablation, render_claims
+from shapes_world.history import plot_history, read_val_history
+from shapes_world.report import claims, mean_std, teacher_label
+from shapes_world.report_markdown import render_ablation, render_claims
 
 
 def _row(pointing: float, box: float) -> dict[str, float]:

@@ -1,6 +1,6 @@
 """The shapes-world benchmark report: one command, Markdown + JSON.
 
-    python -m wwbl.shapes.report --out docs/shapes_report
+    python -m shapes_world.report --out docs/shapes_report
 
 Everything runs through the real pipeline: the Flickr30k-Entities-style files the shapes writer
 produced are read by ``wwbl.evaluation.datasets.load_flickr30k`` and scored by
@@ -42,10 +42,10 @@ from torch import Tensor
 
 from wwbl.errors import MissingResourceError
 from wwbl.extractors.base import HeatmapExtractor
-from wwbl.shapes.history import plot_history
-from wwbl.shapes.report_markdown import nested_get, render_markdown
+from shapes_world.history import plot_history
+from shapes_world.report_markdown import nested_get, render_markdown
 
-log = logging.getLogger("wwbl.shapes.report")
+log = logging.getLogger("shapes_world.report")
 
 SPLITS = {"test": "flickr30k", "openworld": "flickr30k_openworld"}  # report split → folder under --data
 HISTORY_PNG = "g_val_per_epoch.png"
@@ -175,8 +175,8 @@ class ReportSettings:
         if missing:
             raise MissingResourceError(
                 "the shapes report needs: " + "; ".join(missing) + ". Write the world with `python -m "
-                "wwbl.shapes.writers --config configs/shapes/world.yaml --out data/shapes`, train the models "
-                "(`python -m wwbl.shapes.train_clip`, `train_blip`, `python train.py --config configs/shapes/g.yaml` "
+                "shapes_world.writers --config configs/shapes/world.yaml --out data/shapes`, train the models "
+                "(`python -m shapes_world.train_clip`, `train_blip`, `python train.py --config configs/shapes/g.yaml` "
                 "then `python -m wwbl.export`), or point the flags at them.")
 
 
@@ -257,7 +257,7 @@ class Evaluator:
 def cli_command(settings: Any, in_report_source: bool) -> str:
     """The ``python -m wwbl.evaluation`` command equivalent to a run (baselines exist only here)."""
     if in_report_source:
-        return f"(heatmap source defined in wwbl/shapes/report.py; evaluated by run_evaluation, out {settings.out})"
+        return f"(heatmap source defined in shapes_world/report.py; evaluated by run_evaluation, out {settings.out})"
     parts = ["python -m wwbl.evaluation", settings.task, "--dataset flickr30k", f"--root {settings.root}",
              f"--split {settings.split}"]
     if settings.checkpoint:
@@ -288,7 +288,7 @@ def choose_centre_sigma(ev: Evaluator) -> tuple[float, dict[str, float]]:
 
 def teacher_label(g_config: str) -> str:
     """The EXTRACTORS row that is g's L_rmap target: GAE from the block g's config starts at."""
-    from wwbl.shapes.config import read_yaml
+    from shapes_world.config import read_yaml
 
     start = int((read_yaml(g_config).get("model") or {}).get("relevancy_start_layer", -1))
     return "gae" if start == -1 else "gae_all_blocks" if start == 0 else f"gae_from_block{start}"
@@ -569,8 +569,8 @@ def world_summary(s: ReportSettings) -> dict[str, Any]:
     """Held-out combinations and item counts of the evaluated subsets (as the loaders read them)."""
     from wwbl.evaluation.datasets import load_dataset
     from wwbl.evaluation.tasks import group_by_image
-    from wwbl.shapes.config import load_world_config
-    from wwbl.shapes.generator import ShapesWorld
+    from shapes_world.config import load_world_config
+    from shapes_world.generator import ShapesWorld
 
     summary: dict[str, Any] = {}
     try:
@@ -615,11 +615,11 @@ def model_summary(s: ReportSettings) -> dict[str, Any]:
 
 def build_parser() -> argparse.ArgumentParser:
     defaults = ReportSettings()
-    p = argparse.ArgumentParser(prog="python -m wwbl.shapes.report", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m shapes_world.report", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default=defaults.out, help="report directory (README.md + report.json)")
     p.add_argument("--work", default=defaults.work, help="intermediate runs (records, ablation trainings)")
-    p.add_argument("--data", default=defaults.data, help="the written shapes world (wwbl.shapes.writers --out)")
+    p.add_argument("--data", default=defaults.data, help="the written shapes world (shapes_world.writers --out)")
     p.add_argument("--clip-checkpoint", default=defaults.clip_checkpoint)
     p.add_argument("--clip-model", default=defaults.clip_model)
     p.add_argument("--g", dest="g_checkpoint", default=defaults.g_checkpoint, help="exported g (wwbl.export)")
@@ -648,7 +648,7 @@ def main(argv: list[str] | None = None) -> int:
         report = build_report(settings)
     except (MissingResourceError, ValueError) as err:
         raise SystemExit(f"error: {err}")
-    report["command"] = "python -m wwbl.shapes.report " + shlex.join(argv if argv is not None else sys.argv[1:])
+    report["command"] = "python -m shapes_world.report " + shlex.join(argv if argv is not None else sys.argv[1:])
     out = Path(settings.out)
     out.mkdir(parents=True, exist_ok=True)
     history = nested_get(report, "models", "g_training", "val_history")

@@ -17,7 +17,7 @@ Token-embedding rows of tokens that never occurred in training are zeroed before
 hold only their random initialisation) and the table is stored in float16, which keeps the file
 highly compressible for git.
 
-Command: ``python -m wwbl.shapes.train_clip --config configs/shapes/clip.yaml``.
+Command: ``python -m shapes_world.train_clip --config configs/shapes/clip.yaml``.
 """
 from __future__ import annotations
 
@@ -38,9 +38,9 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch.utils.data import DataLoader, Dataset
 
-from wwbl.shapes.captions import format_caption, image_caption, with_article
-from wwbl.shapes.config import budgeted_lr, load_stage_config
-from wwbl.shapes.generator import SPLIT_CODES, Scene, ShapesWorld, WorldConfig
+from shapes_world.captions import format_caption, image_caption, with_article
+from shapes_world.config import budgeted_lr, load_stage_config
+from shapes_world.generator import SPLIT_CODES, Scene, ShapesWorld, WorldConfig
 
 log = logging.getLogger(__name__)
 
