@@ -6,6 +6,13 @@
 - :mod:`shapes_world.train_clip` — stage (a): a small open_clip ViT, contrastive pretraining
 - :mod:`shapes_world.train_blip` — stage (b): a small BLIP captioner for region crops
 - stage (c), network g: ``python train.py --config configs/shapes/g.yaml``
+- :mod:`shapes_world.history` — g's training record and val curve
+- :mod:`shapes_world.report` — the benchmark report (CLI); its parts in ``report_settings``,
+  ``report_runs`` (evaluations), ``report_ablation``, ``report_diagnostics``, ``report_claims``,
+  ``report_provenance`` and ``report_markdown``
+
+It sits beside the ``wwbl`` library, not inside its wheel: it imports ``wwbl``, never the reverse.
+Run its commands from the repository root (``python -m shapes_world.report``).
 """
 from shapes_world.generator import ShapesWorld, WorldConfig
 

@@ -40,6 +40,7 @@ from transformers import (BertTokenizerFast, BlipConfig, BlipForConditionalGener
 from shapes_world.captions import COUNT_WORDS, crop_caption
 from shapes_world.config import budgeted_lr, load_stage_config
 from shapes_world.generator import BACKGROUNDS, SPLIT_CODES, ShapesWorld, WorldConfig
+from wwbl.inference.captioner import BlipCaptioner
 
 log = logging.getLogger(__name__)
 
@@ -196,8 +197,6 @@ def evaluate_blip(model: BlipForConditionalGeneration, processor: BlipProcessor,
 
     ``exact_match``: the stripped caption equals the target phrase; ``colour_acc``/``shape_acc``:
     the target colour / shape word is the caption's colour / shape word."""
-    from wwbl.inference.captioner import BlipCaptioner
-
     crops: list[Image.Image] = []
     targets: list[str] = []
     index = 0

@@ -41,6 +41,7 @@ from torch.utils.data import DataLoader, Dataset
 from shapes_world.captions import format_caption, image_caption, with_article
 from shapes_world.config import budgeted_lr, load_stage_config
 from shapes_world.generator import SPLIT_CODES, Scene, ShapesWorld, WorldConfig
+from wwbl.clip import FrozenCLIP
 
 log = logging.getLogger(__name__)
 
@@ -233,8 +234,6 @@ def relevancy_pointing(checkpoint_dir: str, world: ShapesWorld, count: int, spli
     """Chefer pointing of the saved CLIP on held-out scenes: for every object, whether the argmax of
     the relevancy map of "a <colour> <shape>" (resized to the scene) lies inside the object's box.
     Last block (the reference's L_rmap target) and all blocks."""
-    from wwbl.clip import FrozenCLIP
-
     clip = FrozenCLIP(checkpoint=checkpoint_dir)
     scenes = [world.scene(split, i) for i in range(count)]
     owner = [i for i, scene in enumerate(scenes) for _ in scene.objects]

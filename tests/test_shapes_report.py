@@ -8,8 +8,10 @@ import math
 import pytest
 
 from shapes_world.history import plot_history, read_val_history
-from shapes_world.report import claims, mean_std, teacher_label
+from shapes_world.report_ablation import mean_std
+from shapes_world.report_claims import claims
 from shapes_world.report_markdown import render_ablation, render_claims
+from shapes_world.report_runs import teacher_label
 
 
 def _row(pointing: float, box: float) -> dict[str, float]:
