@@ -147,7 +147,7 @@ def _delta(rows: dict[str, Any], split: str, key: str, a: str, b: str) -> float 
 
 
 def teacher_of(report: dict[str, Any]) -> str:
-    return report["wsg"].get("teacher", "gae")
+    return nested_get(report, "wsg", "teacher") or "gae"  # `--skip wsg` leaves no "wsg" part
 
 
 def render_claim(report: dict[str, Any]) -> list[str]:
