@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test install clean-venv
+.PHONY: demo test install clean-venv shapes-data shapes-report
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -19,6 +19,17 @@ demo: $(STAMP)
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(PY) infer.py --image data/shapes_samples \
 		--checkpoint checkpoints/shapes_g --clip-checkpoint checkpoints/shapes_clip \
 		--captioner checkpoints/shapes_blip --out outputs/demo
+
+# The shapes world (shapes_world/, beside the library and run from this root): write its datasets,
+# then rebuild docs/shapes_report from the shipped checkpoints (retrains the ablation arms; long).
+# Extra report flags go in SHAPES_REPORT_ARGS (e.g. --g-provenance '…', --resume).
+SHAPES_REPORT_ARGS ?=
+
+shapes-data: $(STAMP)
+	$(PY) -m shapes_world.writers --config configs/shapes/world.yaml --out data/shapes
+
+shapes-report: $(STAMP)
+	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(PY) -m shapes_world.report --out docs/shapes_report $(SHAPES_REPORT_ARGS)
 
 test: $(STAMP)
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(PY) -m pytest -q

@@ -3,18 +3,28 @@ smoke runs of the CLIP (stage a) and BLIP (stage b) trainers."""
 from __future__ import annotations
 
 import json
+import math
 import re
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import numpy as np
+import open_clip
 import pytest
 import torch
+from PIL import Image
 
-from wwbl.shapes.captions import entity_sentences, image_captions, join_list, with_article
-from wwbl.shapes.config import budgeted_lr
-from wwbl.shapes.generator import COLOURS, ShapesWorld, WorldConfig, draw_shapes
-from wwbl.shapes.writers import image_id, rle_counts, write_coco, write_flickr, write_samples
+from shapes_world import train_blip, train_clip
+from shapes_world.captions import entity_sentences, image_captions, join_list, with_article
+from shapes_world.config import budgeted_lr, load_world_config
+from shapes_world.generator import COLOURS, ShapesWorld, WorldConfig, draw_shapes
+from shapes_world.train_blip import BlipTrainConfig, caption_targets, scene_crops
+from shapes_world.train_clip import ClipTrainConfig, PhraseTerm, caption_pair, load_weights, model_name
+from shapes_world.writers import image_id, rle_counts, write_coco, write_flickr, write_samples
+from wwbl.clip import FrozenCLIP
+from wwbl.data.coco import CocoCaptions
+from wwbl.evaluation.datasets.flickr30k import load_flickr30k
+from wwbl.inference.captioner import BlipCaptioner, CaptionSettings
 
 SMALL = WorldConfig(seed=3, image_size=32, min_radius=3.0, max_radius=8.0, max_objects=4)
 
@@ -110,8 +120,6 @@ def _decode_rle(counts: list[int], h: int, w: int) -> np.ndarray:
 
 
 def test_written_coco_parses_with_the_training_loader(tmp_path):
-    from wwbl.data.coco import CocoCaptions
-
     world = ShapesWorld(SMALL)
     write_coco(world, str(tmp_path), "train", 4)
     dataset = CocoCaptions(str(tmp_path), transform=lambda image: image)
@@ -129,8 +137,6 @@ def test_written_coco_parses_with_the_training_loader(tmp_path):
 
 
 def test_written_flickr_matches_official_syntax_and_loader(tmp_path):
-    from wwbl.evaluation.datasets.flickr30k import load_flickr30k
-
     world = ShapesWorld(SMALL)
     write_flickr(world, str(tmp_path), {"test": 5})
     ids = (tmp_path / "test.txt").read_text().split()
@@ -182,8 +188,6 @@ def test_unknown_split_and_bad_config_are_rejected(world):
 
 
 def test_clip_hard_negative_swaps_one_object():
-    from wwbl.shapes.train_clip import caption_pair
-
     world = ShapesWorld(SMALL)
     for index in range(20):
         scene = world.scene("clip", index)
@@ -202,16 +206,13 @@ def test_clip_hard_negative_swaps_one_object():
 
 
 def test_clip_training_smoke_and_frozen_clip_loads_it(tmp_path):
-    from wwbl.clip import FrozenCLIP
-    from wwbl.shapes.train_clip import ClipTrainConfig, train
-
     arch = {"embed_dim": 16, "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "head_width": 16,
                                             "patch_size": 8},
             "text_cfg": {"context_length": 32, "vocab_size": 49408, "width": 16, "heads": 1, "layers": 1}}
     (tmp_path / "shapes-test-vit.json").write_text(json.dumps(arch))
     cfg = ClipTrainConfig(model_config=str(tmp_path / "shapes-test-vit.json"), out_dir=str(tmp_path / "out"),
                           steps=2, batch_size=8, num_workers=0, eval_scenes=12, warmup_steps=1)
-    metrics = train(SMALL, cfg)
+    metrics = train_clip.train(SMALL, cfg)
     assert metrics["train_steps"] == 2 and 0.0 <= metrics["phrase_pair_acc"] <= 1.0
     clip = FrozenCLIP("unused", checkpoint=str(tmp_path / "out"))
     assert clip.image_size == 32 and clip.embed_dim == 16
@@ -223,10 +224,6 @@ def test_clip_training_smoke_and_frozen_clip_loads_it(tmp_path):
     emb = clip.encode_text(["a red circle", "a blue star"])
     assert emb.shape == (2, 16) and torch.allclose(emb.norm(dim=-1), torch.ones(2), atol=1e-5)
 
-    import open_clip
-
-    from wwbl.shapes.train_clip import load_weights, model_name
-
     fresh = open_clip.create_model(model_name(cfg.model_config))
     trained_tokens = load_weights(fresh, cfg.out_dir)
     assert set(used[used > 0].tolist()) <= trained_tokens and unused.item() not in trained_tokens
@@ -235,15 +232,10 @@ def test_clip_training_smoke_and_frozen_clip_loads_it(tmp_path):
 
 
 def test_blip_training_smoke_and_captioner_loads_it(tmp_path):
-    from PIL import Image
-
-    from wwbl.inference.captioner import BlipCaptioner, CaptionSettings
-    from wwbl.shapes.train_blip import BlipTrainConfig, caption_targets, train
-
     cfg = BlipTrainConfig(out_dir=str(tmp_path / "blip"), image_size=16, patch_size=8, vision_width=16,
                           vision_layers=1, vision_heads=1, text_width=16, text_layers=1, text_heads=1,
                           steps=2, scenes_per_batch=2, num_workers=0, eval_crops=3, warmup_steps=1)
-    metrics = train(SMALL, cfg)
+    metrics = train_blip.train(SMALL, cfg)
     assert metrics["num_crops"] == 3 and 0.0 <= metrics["exact_match"] <= 1.0
     captioner = BlipCaptioner.from_pretrained(str(tmp_path / "blip"), allow_download=False,
                                               settings=CaptionSettings(max_length=8, num_beams=2))
@@ -267,15 +259,11 @@ BLIP_COLOUR_MIN = 0.90  # measured 1.000 (chance 1/6)
 @pytest.fixture(scope="module")
 def shipped_world() -> ShapesWorld:
     """The world the shipped models were trained on (configs/shapes/world.yaml)."""
-    from wwbl.shapes.config import load_world_config
-
     return ShapesWorld(load_world_config(str(Path(__file__).resolve().parents[1] / "configs/shapes/world.yaml"))[0])
 
 
 def test_shipped_clip_tells_colour_shape_phrases_apart(shipped_world):
     world = shipped_world
-    from wwbl.clip import FrozenCLIP
-
     clip = FrozenCLIP("shapes-vit", checkpoint=str(SHIPPED_CLIP))
     scenes = [world.scene("clip_eval", i) for i in range(80)]
     images = torch.stack([torch.from_numpy(s.image).permute(2, 0, 1).float() / 255 for s in scenes])
@@ -295,9 +283,6 @@ def test_shipped_clip_tells_colour_shape_phrases_apart(shipped_world):
 
 def test_shipped_blip_captions_held_out_crops(shipped_world):
     world = shipped_world
-    from wwbl.inference.captioner import BlipCaptioner
-    from wwbl.shapes.train_blip import scene_crops
-
     captioner = BlipCaptioner.from_pretrained(str(SHIPPED_BLIP), allow_download=False)
     crops, targets = [], []
     for index in range(12):
@@ -312,10 +297,6 @@ def test_shipped_blip_captions_held_out_crops(shipped_world):
 
 def test_clip_phrase_term_is_the_sigmoid_loss_over_every_world_phrase(world):
     """Naive reference: for each image and each of the world's phrases, -log σ(±(scale·cos + bias))."""
-    import math
-
-    from wwbl.shapes.train_clip import PhraseTerm
-
     phrases = [f"a {c} {s}" if c[0] not in "aeiou" else f"an {c} {s}" for c, s in world.all_combos]
 
     class FakeTokenizer:

@@ -15,6 +15,17 @@ from pathlib import Path
 
 import pytest
 import torch
+from PIL import Image
+
+from shapes_world.config import load_world_config
+from shapes_world.generator import ShapesWorld
+from shapes_world.writers import write_flickr
+from wwbl.clip import FrozenCLIP
+from wwbl.evaluation.evaluate import EvalSettings, run_evaluation
+from wwbl.export import load_grounding_net
+from wwbl.extractors.base import build_extractor
+from wwbl.extractors.network_g import NetworkGExtractor
+from wwbl.inference.captioner import BlipCaptioner
 
 REPO = Path(__file__).resolve().parents[1]
 CLIP_DIR = REPO / "checkpoints" / "shapes_clip"
@@ -30,9 +41,6 @@ pytestmark = pytest.mark.skipif(bool(_missing), reason=f"shipped shapes-world mo
 
 @pytest.fixture(scope="module")
 def world():
-    from wwbl.shapes.config import load_world_config
-    from wwbl.shapes.generator import ShapesWorld
-
     config, _ = load_world_config(str(WORLD_CONFIG))
     return ShapesWorld(config)
 
@@ -40,8 +48,6 @@ def world():
 @pytest.fixture(scope="module")
 def benchmark(world, tmp_path_factory):
     """The fixed test set in the Flickr30k Entities layout: ``{split: root}``."""
-    from wwbl.shapes.writers import write_flickr
-
     root = tmp_path_factory.mktemp("shapes_quality")
     write_flickr(world, str(root / "test"), {"test": SCENES})
     write_flickr(world, str(root / "openworld"), {"openworld": SCENES}, names={"openworld": "test"})
@@ -50,14 +56,10 @@ def benchmark(world, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def clip():
-    from wwbl.clip import FrozenCLIP
-
     return FrozenCLIP("shapes-vit", pretrained=None, checkpoint=str(CLIP_DIR))
 
 
 def _wsg(benchmark, split, out, label, extractor):
-    from wwbl.evaluation.evaluate import EvalSettings, run_evaluation
-
     settings = EvalSettings(task="wsg", dataset="flickr30k", root=benchmark[split], out=str(out / f"{label}_{split}"),
                             method=label, clip_model="shapes-vit", clip_pretrained=None,
                             clip_checkpoint=str(CLIP_DIR), batch_size=32, progress=False)
@@ -69,14 +71,10 @@ def _wsg(benchmark, split, out, label, extractor):
 @pytest.fixture(scope="module")
 def scores(benchmark, clip, tmp_path_factory):
     """WSG metrics of g, its all-block GAE teacher and the random baseline on both splits (computed once)."""
-    from wwbl.extractors.base import build_extractor
-    from wwbl.extractors.network_g import NetworkGExtractor
-    from wwbl.shapes.report import RandomBlobBaseline
-
     out = tmp_path_factory.mktemp("shapes_quality_runs")
     sources = {"g": NetworkGExtractor.from_export(str(G_DIR), clip=clip, images_per_batch=32),
                "gae_all_blocks": build_extractor("gae", clip, images_per_batch=32, start_layer=0),
-               "random": RandomBlobBaseline(clip, seed=0, images_per_batch=32)}
+               "random": build_extractor("random", clip, seed=0, images_per_batch=32)}
     return {(label, split): _wsg(benchmark, split, out, label, source)
             for label, source in sources.items() for split in benchmark}
 
@@ -128,8 +126,6 @@ def test_shipped_g_looks_at_the_image_and_the_phrase(world, clip):
     """The shipped g once drew the same blob on every scene (correlation 1.000 across images). Maps of
     one phrase on different scenes, and of different phrases on one scene, must differ; and on each
     scene the map of a present object must put more mass inside its box than outside."""
-    from wwbl.export import load_grounding_net
-
     net, config = load_grounding_net(str(G_DIR))
     net.eval()
     scenes = [world.scene("test", i) for i in range(8)]
@@ -158,10 +154,6 @@ def test_shipped_g_looks_at_the_image_and_the_phrase(world, clip):
 
 def test_blip_names_the_object_of_a_crop(world):
     """The shipped BLIP captions a crop around one object with its exact phrase ('a red circle')."""
-    from PIL import Image
-
-    from wwbl.inference.captioner import BlipCaptioner
-
     captioner = BlipCaptioner.from_pretrained(str(BLIP_DIR), "cpu")
     crops, targets = [], []
     for index in range(12):

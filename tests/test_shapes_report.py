@@ -7,9 +7,11 @@ import math
 
 import pytest
 
-from wwbl.shapes.history import plot_history, read_val_history
-from wwbl.shapes.report import claims, mean_std, teacher_label
-from wwbl.shapes.report_markdown import render_ablation, render_claims
+from shapes_world.history import plot_history, read_val_history
+from shapes_world.report_ablation import mean_std
+from shapes_world.report_claims import claims
+from shapes_world.report_markdown import render_ablation, render_claims, teacher_of
+from shapes_world.report_runs import teacher_label
 
 
 def _row(pointing: float, box: float) -> dict[str, float]:
@@ -91,3 +93,8 @@ def test_val_history_reads_lightning_csv_and_plots(tmp_path):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with pytest.raises(FileNotFoundError, match="CSV log"):
         read_val_history(tmp_path / "absent.csv")
+
+
+def test_teacher_label_survives_a_report_without_wsg_rows():
+    assert teacher_of({"wsg": {"teacher": "gae_all_blocks"}}) == "gae_all_blocks"
+    assert teacher_of({"wwbl": {"rows": {}}}) == "gae"  # `--skip wsg`: the WWbL section still renders

@@ -223,8 +223,8 @@ def test_a_few_steps_on_one_batch_reduce_the_loss():
 def test_shapes_stage_c_config_trains_g_against_the_shipped_clip(tmp_path):
     """Smoke run of the shapes world's stage (c): configs/shapes/g.yaml as shipped (its frozen small
     CLIP from checkpoints/), on a tiny world written in the real COCO / Flickr30k layouts."""
-    from wwbl.shapes import ShapesWorld, WorldConfig
-    from wwbl.shapes.writers import write_coco, write_flickr
+    from shapes_world import ShapesWorld, WorldConfig
+    from shapes_world.writers import write_coco, write_flickr
 
     world = ShapesWorld(WorldConfig())
     write_coco(world, str(tmp_path / "coco"), "train", 4)

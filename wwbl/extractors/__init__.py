@@ -5,6 +5,7 @@ Importing this package registers every extractor: `build_extractor("gem", clip)`
 """
 from wwbl.extractors import (  # noqa: F401  (imported for their registrations)
     adapting_clip,
+    baselines,
     clip_surgery,
     clip_text_span,
     crop_and_rank,

@@ -1,6 +1,6 @@
 """g's training record: validation metrics per epoch, read from Lightning's CSV log, and a plot.
 
-    python -m wwbl.shapes.history --run runs/shapes_g/lightning_logs/version_0 \\
+    python -m shapes_world.history --run runs/shapes_g/lightning_logs/version_0 \\
         --ckpt <the exported checkpoint> --export checkpoints/shapes_g --command "python train.py ..."
 
 writes ``<export>/training.json`` (the per-epoch validation history, the chosen checkpoint and how
@@ -68,7 +68,7 @@ def record_training(run_dir: str, ckpt: str, export: str, command: str) -> dict[
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="python -m wwbl.shapes.history", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m shapes_world.history", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--run", required=True, help="the Lightning run folder holding metrics.csv")
     p.add_argument("--ckpt", required=True, help="the checkpoint that was exported")

@@ -15,7 +15,7 @@ split (``flickr30k_openworld/``, written as its ``test`` split so the standard l
     <root>/flickr30k_entities/Sentences/<id>.txt       ([/EN#<id>/<type> phrase] syntax, 5 lines)
     <root>/flickr30k_images/flickr30k_images/<id>.jpg  (the released WWbL code's image folder)
 
-Command: ``python -m wwbl.shapes.writers --config configs/shapes/world.yaml --out data/shapes``.
+Command: ``python -m shapes_world.writers --config configs/shapes/world.yaml --out data/shapes``.
 """
 from __future__ import annotations
 
@@ -28,9 +28,9 @@ from collections.abc import Sequence
 import numpy as np
 from PIL import Image
 
-from wwbl.shapes.captions import entity_id, entity_sentences, image_captions
-from wwbl.shapes.config import load_world_config
-from wwbl.shapes.generator import SPLIT_CODES, Scene, ShapesWorld
+from shapes_world.captions import entity_id, entity_sentences, image_captions
+from shapes_world.config import load_world_config
+from shapes_world.generator import SPLIT_CODES, Scene, ShapesWorld
 
 log = logging.getLogger(__name__)
 

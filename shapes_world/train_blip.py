@@ -16,7 +16,7 @@ neighbours and background as proposals do; the target is that object's phrase ("
 Output (``out_dir``): ``save_pretrained`` of the model (safetensors), the ``BlipProcessor``
 (image processor + tokenizer files) and ``metrics.json`` with held-out exact-match accuracy.
 
-Command: ``python -m wwbl.shapes.train_blip --config configs/shapes/blip.yaml``.
+Command: ``python -m shapes_world.train_blip --config configs/shapes/blip.yaml``.
 """
 from __future__ import annotations
 
@@ -37,9 +37,10 @@ from torch.utils.data import DataLoader, Dataset
 from transformers import (BertTokenizerFast, BlipConfig, BlipForConditionalGeneration, BlipImageProcessor,
                           BlipProcessor)
 
-from wwbl.shapes.captions import COUNT_WORDS, crop_caption
-from wwbl.shapes.config import budgeted_lr, load_stage_config
-from wwbl.shapes.generator import BACKGROUNDS, SPLIT_CODES, ShapesWorld, WorldConfig
+from shapes_world.captions import COUNT_WORDS, crop_caption
+from shapes_world.config import budgeted_lr, load_stage_config
+from shapes_world.generator import BACKGROUNDS, SPLIT_CODES, ShapesWorld, WorldConfig
+from wwbl.inference.captioner import BlipCaptioner
 
 log = logging.getLogger(__name__)
 
@@ -196,8 +197,6 @@ def evaluate_blip(model: BlipForConditionalGeneration, processor: BlipProcessor,
 
     ``exact_match``: the stripped caption equals the target phrase; ``colour_acc``/``shape_acc``:
     the target colour / shape word is the caption's colour / shape word."""
-    from wwbl.inference.captioner import BlipCaptioner
-
     crops: list[Image.Image] = []
     targets: list[str] = []
     index = 0

@@ -17,7 +17,7 @@ Token-embedding rows of tokens that never occurred in training are zeroed before
 hold only their random initialisation) and the table is stored in float16, which keeps the file
 highly compressible for git.
 
-Command: ``python -m wwbl.shapes.train_clip --config configs/shapes/clip.yaml``.
+Command: ``python -m shapes_world.train_clip --config configs/shapes/clip.yaml``.
 """
 from __future__ import annotations
 
@@ -38,9 +38,10 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch.utils.data import DataLoader, Dataset
 
-from wwbl.shapes.captions import format_caption, image_caption, with_article
-from wwbl.shapes.config import budgeted_lr, load_stage_config
-from wwbl.shapes.generator import SPLIT_CODES, Scene, ShapesWorld, WorldConfig
+from shapes_world.captions import format_caption, image_caption, with_article
+from shapes_world.config import budgeted_lr, load_stage_config
+from shapes_world.generator import SPLIT_CODES, Scene, ShapesWorld, WorldConfig
+from wwbl.clip import ClipSpec
 
 log = logging.getLogger(__name__)
 
@@ -233,8 +234,6 @@ def relevancy_pointing(checkpoint_dir: str, world: ShapesWorld, count: int, spli
     """Chefer pointing of the saved CLIP on held-out scenes: for every object, whether the argmax of
     the relevancy map of "a <colour> <shape>" (resized to the scene) lies inside the object's box.
     Last block (the reference's L_rmap target) and all blocks."""
-    from wwbl.clip import ClipSpec
-
     clip = ClipSpec(checkpoint=checkpoint_dir).build()
     scenes = [world.scene(split, i) for i in range(count)]
     owner = [i for i, scene in enumerate(scenes) for _ in scene.objects]

@@ -8,7 +8,7 @@ from typing import Any, TypeVar
 import yaml
 
 from wwbl.errors import AnnotationError, MissingResourceError
-from wwbl.shapes.generator import WorldConfig
+from shapes_world.generator import WorldConfig
 
 StageConfig = TypeVar("StageConfig")
 

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from wwbl.shapes.generator import SPLIT_CODES, Scene, SceneObject
+from shapes_world.generator import SPLIT_CODES, Scene, SceneObject
 
 COUNT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 CAPTIONS_PER_IMAGE = 5  # as COCO and Flickr30k
