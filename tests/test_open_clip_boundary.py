@@ -18,8 +18,6 @@ ALLOWED = {
     ("wwbl/networks/backbones.py", "conv1"), ("wwbl/networks/backbones.py", "layer1"),
     ("wwbl/networks/backbones.py", "layer2"), ("wwbl/networks/backbones.py", "layer3"),
     ("wwbl/networks/backbones.py", "layer4"),
-    # stage (a) trains an open_clip model itself (not the frozen adapter) and reads its input side
-    ("wwbl/shapes/train_clip.py", "visual"),
 }
 
 
