@@ -2,7 +2,7 @@
 
 The source files are built here with the reference's exact pickle layout: classes whose module paths are
 the reference's (``model.MultiModel``, ``models.vgg16.VGG16``, ``base.MMDecoder``/``BottleneckBlock``/
-``UpBlock``), written from the notes' description of the released architecture, wrapped in DataParallel and
+``UpBlock``), written from the released architecture as described in docs/REFERENCE.md W§2, wrapped in DataParallel and
 saved with ``torch.save(model)``.
 """
 from __future__ import annotations
@@ -104,7 +104,7 @@ def bn(x: torch.Tensor, layer: nn.BatchNorm2d) -> torch.Tensor:
 
 
 def reference_forward(model: MultiModel, images01: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
-    """The released forward, written from the notes (§2), on the source module's own weights."""
+    """The released forward, written from REFERENCE.md W§2, on the source module's own weights."""
     x = (images01 - 0.5) / 0.5
     for layer in model.E.Org_model:
         if isinstance(layer, nn.Conv2d):

@@ -37,7 +37,7 @@ def test_background_cos_and_abs_in_both_pairings():
 def test_all_pairs_foreground_equals_batch_mean_text_form():
     torch.manual_seed(0)
     f, z = F.normalize(torch.randn(5, 8), dim=1), F.normalize(torch.randn(5, 8), dim=1)
-    expected = 1 - f.mean(0) @ z.mean(0)  # notes §4: pulls each image toward the batch-mean text
+    expected = 1 - f.mean(0) @ z.mean(0)  # REFERENCE.md W§4: pulls each image toward the batch-mean text
     assert foreground_loss(f, z, "all_pairs").item() == pytest.approx(expected.item(), abs=1e-6)
 
 

@@ -47,7 +47,7 @@ def test_vgg_encoder_matches_torchvision_vgg16_relu4_3_layout():
 def test_full_size_g_has_the_reference_parameter_budget():
     g = GroundingNet(text_dim=512, pretrained_backbone=False)
     vgg = sum(p.numel() for p in torchvision_vgg16_relu4_3().parameters())
-    # bottleneck: 2 convs 512→512 (+BN); up0: 2 convs; up1: conv 512→1, conv 1→1 (notes §2.2)
+    # bottleneck: 2 convs 512→512 (+BN); up0: 2 convs; up1: conv 512→1, conv 1→1 (REFERENCE.md W§2.2)
     conv = 512 * 512 * 9 + 512
     expected = vgg + 2 * (2 * conv + 2 * 1024) + (512 * 9 + 1 + 2) + (9 + 1)
     assert sum(p.numel() for p in g.parameters()) == expected

@@ -1,4 +1,4 @@
-"""Adapting CLIP for phrase localisation without training (Li, Shakhnarovich, Yeh 2022; notes §1).
+"""Adapting CLIP for phrase localisation without training (Li, Shakhnarovich, Yeh 2022; REFERENCE.md E§1).
 
 Score map ``phi = exp(cos(E_img(p), e_txt) / sigma)`` (Eq. 5) from spatial CLIP embeddings:
 
@@ -43,7 +43,7 @@ from wwbl.images import as_tensor01, resize_square
 
 log = logging.getLogger(__name__)
 
-# (model, tuned_on) -> (box lambda, temperature sigma): the reference's eval.py (notes §1.5).
+# (model, tuned_on) -> (box lambda, temperature sigma): the reference's eval.py (REFERENCE.md E§1.5).
 TUNED_CONSTANTS = {
     ("ViT-L-14", "flickr"): (0.75, 0.02),
     ("ViT-L-14", "vg"): (0.80, 0.01),

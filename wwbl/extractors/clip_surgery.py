@@ -1,4 +1,4 @@
-"""CLIP Surgery (Li et al. 2023; xmed-lab/CLIP_Surgery @ d4696d4; notes §4), ViT models.
+"""CLIP Surgery (Li et al. 2023; xmed-lab/CLIP_Surgery @ d4696d4; REFERENCE.md E§4), ViT models.
 
 Architecture surgery: in the last `depth` (6) blocks a second stream runs beside the ordinary one.
 It starts as the tokens entering the first patched block and adds, per block, only the v-v
@@ -10,7 +10,7 @@ reference ensembles 85, the 5 extra "…in the scene" ones are not recorded). Th
 normalises each map. The reference feeds 224 or 512 square inputs (`input_size`, default CLIP's).
 
 The ResNet variant (v-v attention pool) is not provided: its value normalisation is not recorded
-precisely enough in the notes to reproduce, so ResNet models are refused with a clear error.
+precisely enough in what we read of the reference (REFERENCE.md E§4) to reproduce, so ResNet models are refused with a clear error.
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""ClipTextSpan spatial decomposition (Gandelsman, Efros, Steinhardt, ICLR 2024; notes §5).
+"""ClipTextSpan spatial decomposition (Gandelsman, Efros, Steinhardt, ICLR 2024; REFERENCE.md E§5).
 
 The class token's final residual z is a sum of direct terms: ln_pre's output, every block's MLP
 output, and every block's attention output, which splits over source tokens i (and heads) as

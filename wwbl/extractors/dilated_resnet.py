@@ -1,4 +1,4 @@
-"""Dense CLIP ResNet features for Adapting CLIP (Li et al. 2022, Sec. 4.4; notes §1.3).
+"""Dense CLIP ResNet features for Adapting CLIP (Li et al. 2022, Sec. 4.4; REFERENCE.md E§1.3).
 
 Per-pixel CLIP embeddings from a ResNet CLIP, through the forwards of
 `wwbl.clip.resnet.ResNetInternals` (nothing is copied or patched):

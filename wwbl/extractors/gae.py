@@ -1,4 +1,4 @@
-"""Chefer et al.'s relevancy ("GAE", generic attention explainability) as an extractor (notes §6).
+"""Chefer et al.'s relevancy ("GAE", generic attention explainability) as an extractor (REFERENCE.md E§6).
 
 The same map as `FrozenCLIP.relevancy`: per pair, the positive gradient-weighted attention of the
 blocks from `start_layer` on, rolled out and read at the class token's row. `start_layer=-1`

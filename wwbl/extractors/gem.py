@@ -6,7 +6,7 @@ adaptive inverse temperature τ⁻¹ = mean_i ‖x_i‖ / √d_h over the image'
 resulting attention to the original v, averages the three results and projects with out_proj.
 The GEM stream starts as the tokens entering the first patched block and accumulates only those
 attention outputs (no MLP); both streams read ln_1 of the *ordinary* stream. The heatmap is the
-cosine between each patch of proj(ln_post(GEM stream)) and the text (notes §3).
+cosine between each patch of proj(ln_post(GEM stream)) and the text (REFERENCE.md E§3).
 
 The reference resizes the image to 448×448 (bicubic, aspect ratio ignored) and resamples the
 positional embeddings bicubically; here the input side is the `input_size` option (default 448)

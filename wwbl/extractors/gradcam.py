@@ -1,11 +1,11 @@
-"""Grad-CAM for a CLIP ResNet (Selvaraju et al. 2017, as in kevinzakka/clip_playground; notes §7).
+"""Grad-CAM for a CLIP ResNet (Selvaraju et al. 2017, as in kevinzakka/clip_playground; REFERENCE.md E§7).
 
 A = the output of `visual.layer4` (before the attention pool). The target is the raw dot product
 of the unnormalised image embedding with the text embedding; α_k = spatial mean of ∂target/∂A_k;
 map = ReLU(Σ_k α_k A_k), bicubically upsampled to the input size (align_corners=False). The text
 embedding arrives L2-normalised, which scales each pair's map by a positive constant and so does
 not change the min-max normalised result. The reference's Gaussian blur is for display only and
-is not applied. ViT models are refused: the notes record Grad-CAM for CLIP ResNets only.
+is not applied. ViT models are refused: the reference (REFERENCE.md E§7) is Grad-CAM for CLIP ResNets only.
 """
 from __future__ import annotations
 

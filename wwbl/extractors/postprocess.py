@@ -1,4 +1,4 @@
-"""The Bucharest poster's heatmap post-processing and its grid search (papers/002; notes §8).
+"""The Bucharest poster's heatmap post-processing and its grid search (papers/002; REFERENCE.md E§8).
 
 A heatmap (at any resolution, e.g. the patch grid) is interpolated to the mask size ("nearest",
 "bilinear" or "bicubic"), thresholded, then dilated and eroded with square k×k kernels (a

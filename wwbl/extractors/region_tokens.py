@@ -1,4 +1,4 @@
-"""Region tokens for a CLIP ViT (Adapting CLIP, Li et al. 2022, Sec. 4.3; notes §1.2).
+"""Region tokens for a CLIP ViT (Adapting CLIP, Li et al. 2022, Sec. 4.3; REFERENCE.md E§1.2).
 
 A region token starts as a copy of the class token and, in every block, attends only to the patch
 tokens inside its region and to itself; patch and class tokens never attend to region tokens, so the

@@ -1,4 +1,4 @@
-"""Multi-level SLIC superpixels for Adapting CLIP's region tokens (notes §1.1-1.2).
+"""Multi-level SLIC superpixels for Adapting CLIP's region tokens (REFERENCE.md E§1.1-1.2).
 
 Each image is segmented at several SLIC levels (``n_segments`` 100, 150, ..., 600, compactness 50,
 sigma 0, skimage defaults otherwise); every superpixel of every level becomes one region. Regions

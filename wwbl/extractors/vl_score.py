@@ -1,4 +1,4 @@
-"""VL-Score: Score-CAM for CLIP (UCLA CS269 report, papers/001; reference mxuan0/zeroshot-localization, notes §2).
+"""VL-Score: Score-CAM for CLIP (UCLA CS269 report, papers/001; reference mxuan0/zeroshot-localization, REFERENCE.md E§2).
 
 For a CLIP ResNet with activations ``A = visual.layer4(x)`` (``C×h×w``, the input of the attention
 pool):
