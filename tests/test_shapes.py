@@ -129,7 +129,7 @@ def test_written_coco_parses_with_the_training_loader(tmp_path):
 
 
 def test_written_flickr_matches_official_syntax_and_loader(tmp_path):
-    from wwbl.evaluation.datasets.flickr30k import load_flickr30k
+    from wwbl.readers.flickr30k import load_flickr30k
 
     world = ShapesWorld(SMALL)
     write_flickr(world, str(tmp_path), {"test": 5})

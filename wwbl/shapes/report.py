@@ -3,7 +3,7 @@
     python -m wwbl.shapes.report --out docs/shapes_report
 
 Everything runs through the real pipeline: the Flickr30k-Entities-style files the shapes writer
-produced are read by ``wwbl.evaluation.datasets.load_flickr30k`` and scored by
+produced are read by ``wwbl.readers.load_flickr30k`` and scored by
 ``wwbl.evaluation.run_evaluation`` (the code behind ``python -m wwbl.evaluation``), on the
 held-out test split (seen colour-shape combinations) and on the open-world split (held-out
 combinations only). The report holds
@@ -452,8 +452,8 @@ def _diff(a: dict[str, Any], b: dict[str, Any], key: str) -> float | None:
 def box_diagnostics(ev: Evaluator, split: str, label: str, run_dir: str) -> dict[str, Any]:
     """Why a source's box accuracy is what it is: box counts, size ratios, accuracy by GT size."""
     from wwbl.boxes import union_box
-    from wwbl.evaluation.datasets import load_dataset
-    from wwbl.evaluation.metrics import box_ious, points_in_boxes
+    from wwbl.readers import load_dataset
+    from wwbl.metrics import box_ious, points_in_boxes
     from wwbl.evaluation.tasks import group_by_image
 
     records = {}
@@ -567,7 +567,7 @@ def build_report(s: ReportSettings) -> dict[str, Any]:
 
 def world_summary(s: ReportSettings) -> dict[str, Any]:
     """Held-out combinations and item counts of the evaluated subsets (as the loaders read them)."""
-    from wwbl.evaluation.datasets import load_dataset
+    from wwbl.readers import load_dataset
     from wwbl.evaluation.tasks import group_by_image
     from wwbl.shapes.config import load_world_config
     from wwbl.shapes.generator import ShapesWorld
