@@ -20,9 +20,14 @@ from tqdm import tqdm
 from wwbl.errors import ImageLoadError, MissingResourceError
 from wwbl.images import load_image
 from wwbl.inference.api import WWbLModel, load
-from wwbl.inference.captioner import DEFAULT_CAPTIONER, CaptionSettings
+from wwbl.inference.captioner import DEFAULT_CAPTIONER
+from wwbl.inference.options import (
+    add_box_rule_arguments,
+    add_pipeline_arguments,
+    box_rule_from_args,
+    pipeline_options_from_args,
+)
 from wwbl.inference.outputs import coco_records, write_coco_results, write_image_outputs
-from wwbl.inference.proposals import ProposalGenerator
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 
@@ -41,17 +46,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--text-prefix", default=None, help="prefix for phrases entering CLIP (default: the export's)")
     p.add_argument("--captioner", default=DEFAULT_CAPTIONER, help="BLIP: Hugging Face id or local folder")
     p.add_argument("--iterative", action="store_true", help="WWbL without selective search (Appendix A)")
-    p.add_argument("--box-mode", choices=["paper", "reference"], default="paper", help="WSG heatmap→box rule")
-    p.add_argument("--ss-encoding", choices=["reference", "uint8_bgr"], default="reference",
-                   help="selective-search input encoding")
-    p.add_argument("--max-proposals", type=int, default=None, help="cap on proposals per image (default: none)")
-    p.add_argument("--cluster-threshold", type=float, default=0.85)
-    p.add_argument("--min-cluster-size", type=int, default=2)
-    p.add_argument("--num-beams", type=int, default=3)
-    p.add_argument("--max-caption-length", type=int, default=30)
-    p.add_argument("--caption-chunk", type=int, default=120, help="crops per BLIP batch")
-    p.add_argument("--reference-crops", action="store_true",
-                   help="crop proposals from the image resized to 224² as the released code (default: original)")
+    add_box_rule_arguments(p)
+    add_pipeline_arguments(p)
     p.add_argument("--device", default="cpu")
     p.add_argument("--batch-size", type=int, default=8, help="images processed together")
     p.add_argument("--out", default="wwbl_output", help="output folder")
@@ -88,15 +84,11 @@ def unique_stems(paths: list[Path]) -> list[str]:
 
 def build_model(args: argparse.Namespace) -> WWbLModel:
     options = {} if args.text_prefix is None else {"text_prefix": args.text_prefix}
-    settings = CaptionSettings(num_beams=args.num_beams, max_length=args.max_caption_length,
-                               chunk_size=args.caption_chunk,
-                               reference_crop_size=224 if args.reference_crops else None)
-    proposals = ProposalGenerator(encoding=args.ss_encoding, max_proposals=args.max_proposals)
     clip = args.clip_model if args.clip_model or args.method != "g" else None
     return load(args.checkpoint, clip=clip, clip_pretrained=args.clip_pretrained,
                 clip_checkpoint=args.clip_checkpoint, captioner=args.captioner, method=args.method,
-                device=args.device, box_mode=args.box_mode, caption_settings=settings, proposals=proposals,
-                cluster_threshold=args.cluster_threshold, min_cluster_size=args.min_cluster_size, **options)
+                device=args.device, boxes=box_rule_from_args(args), options=pipeline_options_from_args(args),
+                **options)
 
 
 def run_images(model: WWbLModel, images: list, args: argparse.Namespace) -> list:

@@ -42,11 +42,12 @@ from _common import (
     time_call,
 )
 
+from wwbl.box_rules import BoxRule
 from wwbl.clip import FrozenCLIP
 from wwbl.extractors.network_g import NetworkGExtractor
 from wwbl.inference.captioner import CaptionSettings
 from wwbl.inference.community import community_detection, representatives
-from wwbl.inference.pipeline import BoxRule, GroundingPipeline, WWbLPipeline
+from wwbl.inference.pipeline import GroundingPipeline, WWbLPipeline
 from wwbl.inference.proposals import ProposalGenerator
 from wwbl.networks import GroundingNet
 

@@ -3,7 +3,7 @@
     python -m shapes_world.report --out docs/shapes_report
 
 Everything runs through the real pipeline: the Flickr30k-Entities-style files the shapes writer
-produced are read by ``wwbl.evaluation.datasets.load_flickr30k`` and scored by
+produced are read by ``wwbl.readers.load_flickr30k`` and scored by
 ``wwbl.evaluation.run_evaluation`` (the code behind ``python -m wwbl.evaluation``), on the
 held-out test split (seen colour-shape combinations) and on the open-world split (held-out
 combinations only). The report holds

@@ -13,8 +13,8 @@ from torch import Tensor
 from shapes_world.report_runs import Evaluator
 from shapes_world.report_settings import SPLITS
 from wwbl.boxes import union_box
-from wwbl.evaluation.datasets import load_dataset
-from wwbl.evaluation.metrics import box_ious, points_in_boxes
+from wwbl.readers import load_dataset
+from wwbl.metrics import box_ious, points_in_boxes
 from wwbl.evaluation.tasks import group_by_image
 
 SIZE_BUCKETS = ((0.0, 0.10, "small (< 10 % of the image)"), (0.10, 0.20, "medium (10–20 %)"),

@@ -101,7 +101,7 @@ def render_world(report: dict[str, Any]) -> list[str]:
                      f"{config.get('min_radius')}–{config.get('max_radius')} px, share probability "
                      f"{config.get('share_prob')}), written by `python -m shapes_world.writers --config "
                      f"configs/shapes/world.yaml --out {s['data']}` and read back with the real Flickr30k Entities loader "
-                     "(`wwbl.evaluation.datasets.load_flickr30k`, default protocol: an entity is kept only if its box "
+                     "(`wwbl.readers.load_flickr30k`, default protocol: an entity is kept only if its box "
                      "covers more than 5 % of the image, phrases = all its mentions, heatmaps averaged over them).")
     if world.get("heldout_combos"):
         lines += ["", "Held-out colour-shape combinations (never in g's training captions; the open-world split "

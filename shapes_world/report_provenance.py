@@ -16,7 +16,7 @@ import torch
 from shapes_world.config import load_world_config
 from shapes_world.generator import ShapesWorld
 from shapes_world.report_settings import SPLITS, ReportSettings
-from wwbl.evaluation.datasets import load_dataset
+from wwbl.readers import load_dataset
 from wwbl.evaluation.tasks import group_by_image
 
 

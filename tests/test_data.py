@@ -11,7 +11,8 @@ from training_layouts import CUB_CLASSES, write_coco, write_cub, write_flickr30k
 from wwbl.data import CocoCaptions, CUBEval, CUBTrain, GroundingDataModule, VisualGenomeRegions, WSOLDataModule
 from wwbl.data.coco import drop_words
 from wwbl.data.transforms import eval_transform, grounding_train_transform, wsol_train_transform
-from wwbl.data.visual_genome import read_split_ids, safe_load_pickle
+from wwbl.readers.common import read_pickle_or_json
+from wwbl.readers.visual_genome import read_split_file
 from wwbl.errors import AnnotationError, MissingResourceError
 
 TF = grounding_train_transform(32, hflip_p=0.5)
@@ -88,9 +89,9 @@ def test_visual_genome_json_and_txt_split_files(tmp_path):
     (tmp_path / "ids.txt").write_text("2\n3\n")
     (tmp_path / "split.json").write_text(json.dumps({"train": [1], "test": [4]}))
     assert len(VisualGenomeRegions(str(tmp_path), TF, split_file=str(tmp_path / "ids.txt"))) == 2
-    assert read_split_ids(str(tmp_path / "split.json"), "test") == [4]
+    assert read_split_file(str(tmp_path / "split.json"), "test") == [4]
     with pytest.raises(AnnotationError, match="no split 'val'"):
-        read_split_ids(str(tmp_path / "split.json"), "val")
+        read_split_file(str(tmp_path / "split.json"), "val")
 
 
 class _Evil:
@@ -103,10 +104,10 @@ def test_split_pickle_is_read_safely(tmp_path):
     with open(path, "wb") as f:
         pickle.dump({"train": [_Evil()]}, f)
     with pytest.raises(AnnotationError, match="refusing to load"):
-        safe_load_pickle(str(path))
+        read_pickle_or_json(str(path), "split pickle")
     with open(path, "wb") as f:
         pickle.dump({"train": [1, 2], "test": ("3",)}, f)
-    assert safe_load_pickle(str(path)) == {"train": [1, 2], "test": ("3",)}
+    assert read_pickle_or_json(str(path), "split pickle") == {"train": [1, 2], "test": ("3",)}
 
 
 def test_visual_genome_unknown_ids_and_missing_files(tmp_path):

@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from wwbl.errors import AnnotationError, MissingResourceError
-from wwbl.evaluation.datasets import acc_threshold, load_dataset, load_mask
+from wwbl.readers import acc_threshold, load_dataset, load_mask
 
 
 def _image(path: Path, width: int, height: int, mode: str = "RGB") -> Path:

@@ -333,7 +333,7 @@ class RawMapExtractor(HeatmapExtractor):
 
 
 def _one_item_unit(phrases, size_hw):
-    from wwbl.evaluation.datasets.common import GroundingSample
+    from wwbl.readers.common import GroundingSample
     from wwbl.evaluation.tasks import Unit
 
     sample = GroundingSample("im", Path("im.png"), size_hw, list(phrases), torch.tensor([[0.0, 0.0, 1.0, 1.0]]), "e")
@@ -358,7 +358,7 @@ def test_entity_average_normalised_or_raw(tiny_clip):
 
 def test_box_resolution_original_or_model(tiny_clip):
     from wwbl.evaluation.tasks import GroundingTask
-    from wwbl.inference.heatmap_boxes import wsol_box
+    from wwbl.box_rules import wsol_box
 
     native = torch.zeros(4, 4)
     native[1:3, 1:3] = 1.0

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from wwbl.inference.heatmap_boxes import boxes_for_phrases, wsg_boxes, wsol_box
+from wwbl.box_rules import BoxRule, cubehelix_gray, wsg_boxes, wsol_box
 
 
 def blank(h=60, w=90):
@@ -103,11 +103,11 @@ def test_wsg_reference_without_contours_predicts_the_unit_box():
     assert dets.scores.item() == 0.0
 
 
-def test_boxes_for_phrases_labels_boxes_and_accepts_numpy():
+def test_box_rule_labels_boxes_and_accepts_numpy():
     heat = blank(30, 40)
     heat[0:10, 0:10] = 1.0
     stack = torch.stack([heat, blank(30, 40), heat.flip(1)])
-    dets = boxes_for_phrases(stack, ["left", "nothing", "right"])
+    dets = BoxRule()(stack, ["left", "nothing", "right"])
     assert dets.phrases == ["left", "right"]
     assert dets.boxes.tolist() == [[0.0, 0.0, 10.0, 10.0], [30.0, 0.0, 40.0, 10.0]]
     assert wsol_box(heat.numpy().astype(np.float64)).boxes.tolist() == [[0.0, 0.0, 10.0, 10.0]]
@@ -136,8 +136,6 @@ def _naive_cubehelix_gray(values64):
 
 
 def test_cubehelix_gray_normalises_in_float64():
-    from wwbl.inference.heatmap_boxes import cubehelix_gray
-
     # (0.140625 - 0.1) / (0.9 - 0.1) with these float32 inputs is just below 13/256 in float64
     # (colour bin 12) but rounds up to bin 13 in float32; the two bins have different grays.
     heat = np.array([[0.1, 0.140625, 0.9]], dtype=np.float32)

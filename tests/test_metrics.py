@@ -1,4 +1,4 @@
-"""Hand-computed cases for wwbl.evaluation.metrics."""
+"""Hand-computed cases for wwbl.metrics."""
 from __future__ import annotations
 
 import math
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from wwbl.evaluation.metrics import (
+from wwbl.metrics import (
     AccAtIoU,
     BoxAccuracy,
     GTKnownLoc,
@@ -274,7 +274,7 @@ def test_bad_heatmap_rejected() -> None:
 
 
 def test_nearest_captions_matches_per_image_argmax() -> None:
-    from wwbl.evaluation.metrics import nearest_captions
+    from wwbl.metrics import nearest_captions
 
     generator = torch.Generator().manual_seed(3)
     preds = [torch.randn(p, 6, generator=generator) for p in (3, 0, 1, 4)]
@@ -287,7 +287,7 @@ def test_nearest_captions_matches_per_image_argmax() -> None:
 
 
 def test_wsol_iou_with_inclusive_pixel_areas():
-    from wwbl.evaluation.metrics import GTKnownLoc, TopKLoc
+    from wwbl.metrics import GTKnownLoc, TopKLoc
 
     pred, gt = torch.tensor([[0.0, 0.0, 9.0, 9.0]]), torch.tensor([[5.0, 5.0, 14.0, 14.0]])
     # continuous: 4·4 / (81 + 81 - 16) = 16/146; inclusive: 5·5 / (100 + 100 - 25) = 1/7

@@ -5,9 +5,11 @@ import torch
 from _tiny_blip import save_tiny_blip, single_thread  # noqa: F401
 from PIL import Image
 
+from wwbl.box_rules import BoxRule
 from wwbl.extractors.base import HeatmapExtractor
-from wwbl.inference import BoxRule, GroundingPipeline, IterativeWWbL, WWbLPipeline, load
+from wwbl.inference import GroundingPipeline, IterativeWWbL, WWbLPipeline, load
 from wwbl.inference.captioner import BlipCaptioner, CaptionSettings
+from wwbl.inference.options import WWbLOptions
 from wwbl.inference.proposals import ProposalGenerator
 
 
@@ -156,7 +158,8 @@ def test_facade_ground_and_detect(tmp_path, tiny_clip, dog_captioner):
     net = GroundingNet(text_dim=tiny_clip.embed_dim, decoder_channels=8, vgg_width_div=16, pretrained_backbone=False)
     export_grounding_net(net, str(tmp_path / "g"), {"model": "wwbl-tiny-vit", "pretrained": "random", "checkpoint": None},
                          extra={"input_size": 64, "text_prefix": ""})
-    model = load(tmp_path / "g", captioner=dog_captioner, proposals=ProposalGenerator(max_proposals=4))
+    options = WWbLOptions(proposals=ProposalGenerator(max_proposals=4))
+    model = load(tmp_path / "g", captioner=dog_captioner, options=options)
     image = Image.fromarray(np.zeros((30, 50, 3), np.uint8))
     grounded = model.ground(image, "a dog")
     assert grounded.phrases == ["a dog"] and grounded.heatmaps.shape == (1, 30, 50)

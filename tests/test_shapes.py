@@ -23,7 +23,7 @@ from shapes_world.train_clip import ClipTrainConfig, PhraseTerm, caption_pair, l
 from shapes_world.writers import image_id, rle_counts, write_coco, write_flickr, write_samples
 from wwbl.clip import FrozenCLIP
 from wwbl.data.coco import CocoCaptions
-from wwbl.evaluation.datasets.flickr30k import load_flickr30k
+from wwbl.readers.flickr30k import load_flickr30k
 from wwbl.inference.captioner import BlipCaptioner, CaptionSettings
 
 SMALL = WorldConfig(seed=3, image_size=32, min_radius=3.0, max_radius=8.0, max_objects=4)

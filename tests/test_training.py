@@ -167,7 +167,7 @@ def test_validation_maps_average_over_an_entitys_phrases():
 def test_validation_scores_maps_in_the_original_image_frame(monkeypatch):
     from torch import nn
 
-    from wwbl.evaluation.metrics import BoxAccuracy, PointingAccuracy
+    from wwbl.metrics import BoxAccuracy, PointingAccuracy
 
     module = tiny_module()
     module._metrics = nn.ModuleDict({"pointing_acc": PointingAccuracy(), "box_acc": BoxAccuracy()})

@@ -59,8 +59,10 @@ def to_coco_xywh(boxes: Tensor) -> Tensor:
 
 
 def from_coco_xywh(boxes: Tensor) -> Tensor:
-    boxes = torch.as_tensor(boxes, dtype=torch.float32)
-    return torch.cat([boxes[..., :2], boxes[..., :2] + boxes[..., 2:]], dim=-1)
+    """COCO ``[x, y, w, h]`` → ``xyxy`` float32. The sum runs in float64, so Python or float64 inputs
+    round once (as ``float32(x + w)``) and float32 inputs give exactly their float32 sum."""
+    boxes = torch.as_tensor(boxes, dtype=torch.float64)
+    return torch.cat([boxes[..., :2], boxes[..., :2] + boxes[..., 2:]], dim=-1).float()
 
 
 def normalize_boxes(boxes: Tensor, size_hw: tuple[int, int]) -> Tensor:

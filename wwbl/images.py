@@ -90,13 +90,18 @@ def as_tensor01(image: str | Path | Image.Image | np.ndarray | Tensor) -> Tensor
     return to_tensor01(image)
 
 
-def resize_heatmap(heatmap: Tensor, size_hw: tuple[int, int]) -> Tensor:
-    """Bilinear (align_corners=False) resize of the last two dims of `heatmap` to `size_hw`."""
+def resize_heatmap(heatmap: Tensor, size_hw: tuple[int, int], *, align_corners: bool) -> Tensor:
+    """Bilinear resize of the last two dims of `heatmap` (maps, or the channels of images) to `size_hw`.
+
+    The one map resize of wwbl; every caller states its fidelity choice: ``align_corners=True``
+    reproduces the released training code (its ``F.interpolate(..., align_corners=True)``),
+    ``False`` is the default of evaluation and inference (as ``cv2.resize``). Differentiable.
+    """
     if tuple(heatmap.shape[-2:]) == tuple(size_hw):
         return heatmap
     lead = heatmap.shape[:-2]
     flat = heatmap.reshape(-1, 1, *heatmap.shape[-2:]).float()
-    out = F.interpolate(flat, size=tuple(size_hw), mode="bilinear", align_corners=False)
+    out = F.interpolate(flat, size=tuple(size_hw), mode="bilinear", align_corners=align_corners)
     return out.reshape(*lead, *size_hw)
 
 

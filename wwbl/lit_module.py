@@ -33,9 +33,9 @@ from typing import Any
 
 import lightning as L
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from wwbl.box_rules import BoxRule
 from wwbl.clip import ClipSpec, minmax_normalize
 from wwbl.export import CHECKPOINT_KEY
 from wwbl.images import resize_heatmap
@@ -50,6 +50,7 @@ from wwbl.losses import (
     wsol_background_loss,
     wsol_foreground_loss,
 )
+from wwbl.metrics import BoxAccuracy, PointingAccuracy
 from wwbl.networks import architecture_name, build_network
 
 TASKS = ("wsg", "wsol")
@@ -61,15 +62,6 @@ MASK_SPACES = ("image", "reference")
 REG_SPACES = ("g", "clip")
 # The released WSOL code's CUB prompt list minus the target (index 0, "bird").
 CUB_BACKGROUND_PROMPTS = ["sky", "lake", "sea", "tree", "leaves", "axes", "person"]
-
-
-def _resize(x: torch.Tensor, size_hw: tuple[int, int]) -> torch.Tensor:
-    """Bilinear resize (align_corners=True, as the reference) of B×C×H×W or B×H×W to ``size_hw``."""
-    if tuple(x.shape[-2:]) == tuple(size_hw):
-        return x
-    squeeze = x.dim() == 3
-    out = F.interpolate(x.unsqueeze(1) if squeeze else x, size=tuple(size_hw), mode="bilinear", align_corners=True)
-    return out.squeeze(1) if squeeze else out
 
 
 class WWbLModule(L.LightningModule):
@@ -171,7 +163,8 @@ class WWbLModule(L.LightningModule):
 
     def _clip_inputs(self, images01: torch.Tensor) -> tuple[torch.Tensor, bool]:
         """Images at CLIP's size in the space they are masked in, and whether CLIP must normalise them."""
-        x = _resize(images01, (self.clip.image_size, self.clip.image_size))
+        side = self.clip.image_size
+        x = resize_heatmap(images01, (side, side), align_corners=True)  # as the released code
         if self.hparams.mask_space == "reference":
             return x * 2.0 - 1.0, False
         return x, True
@@ -187,8 +180,9 @@ class WWbLModule(L.LightningModule):
         mask = self(images01, text if hp.task == "wsg" else None)
         x_clip, normalize = self._clip_inputs(images01)
         target = self.clip.relevancy(x_clip, text, start_layer=hp.relevancy_start_layer, normalize_input=normalize)
-        m = _resize(mask, x_clip.shape[-2:])
-        terms = {"rmap": relevancy_loss(mask, _resize(target.to(mask), mask.shape[-2:])),
+        # Training resizes as the released code (align_corners=True).
+        m = resize_heatmap(mask, x_clip.shape[-2:], align_corners=True)
+        terms = {"rmap": relevancy_loss(mask, resize_heatmap(target.to(mask), mask.shape[-2:], align_corners=True)),
                  "reg": regularization_loss(m if hp.reg_space == "clip" else mask)}
         m = m.unsqueeze(1)
         fore_emb, back_emb = self._encode(torch.cat([x_clip * m, x_clip * (1.0 - m)]), normalize).chunk(2)
@@ -219,8 +213,6 @@ class WWbLModule(L.LightningModule):
     # -- validation: pointing game and box accuracy on a grounding split ---------------------------
     def setup(self, stage: str) -> None:
         if stage in ("fit", "validate") and self._metrics is None and self._has_val_data():
-            from wwbl.evaluation.metrics import BoxAccuracy, PointingAccuracy  # only needed with validation data
-
             self._metrics = nn.ModuleDict({"pointing_acc": PointingAccuracy(), "box_acc": BoxAccuracy()})
 
     def _has_val_data(self) -> bool:
@@ -251,22 +243,22 @@ class WWbLModule(L.LightningModule):
         images = torch.stack([item["image"] for item in batch]).to(self.device)
         entity_image = [i for i, item in enumerate(batch) for _ in item["phrases"]]
         maps = self.predict_maps(images, [p for item in batch for p in item["phrases"]], entity_image)
-        # Min-max normalised before the box rule, as the evaluation and inference do (heatmap_boxes).
-        heatmaps = [resize_heatmap(m, tuple(batch[i]["size"])) for m, i in zip(minmax_normalize(maps), entity_image)]
+        # Min-max normalised before the box rule, as the evaluation and inference do (wwbl.box_rules).
+        heatmaps = [resize_heatmap(m, tuple(batch[i]["size"]), align_corners=False)
+                    for m, i in zip(minmax_normalize(maps), entity_image)]
         gt_boxes = [b.to(self.device) for item in batch for b in item["boxes"]]
-        pred_boxes = [self._boxes(h).boxes.to(self.device) for h in heatmaps]
+        rule = self.val_box_rule
+        pred_boxes = [rule.detect(h).boxes.to(self.device) for h in heatmaps]
         self._metrics["pointing_acc"].update(heatmaps, gt_boxes)
         self._metrics["box_acc"].update(pred_boxes, gt_boxes)
         for name, metric in self._metrics.items():
             self.log(f"val/{name}", metric, batch_size=len(heatmaps), prog_bar=True)
 
-    def _boxes(self, heatmap: torch.Tensor) -> Any:
-        """Boxes of one heatmap: WSOL's largest contour at 0.1 or the WSG rule, in ``val_box_mode``."""
-        from wwbl.inference.heatmap_boxes import wsg_boxes, wsol_box
-
-        if self.hparams.task == "wsol":
-            return wsol_box(heatmap, mode=self.hparams.val_box_mode)
-        return wsg_boxes(heatmap, mode=self.hparams.val_box_mode)
+    @property
+    def val_box_rule(self) -> BoxRule:
+        """The validation box rule: WSOL's largest contour or the WSG rule, in ``val_box_mode``, at
+        the rule's default threshold (the same :class:`BoxRule` as inference and the evaluation)."""
+        return BoxRule(rule="wsol" if self.hparams.task == "wsol" else "wsg", mode=self.hparams.val_box_mode)
 
     # -- checkpoints -----------------------------------------------------------------------------
     def export_spec(self) -> dict[str, Any]:

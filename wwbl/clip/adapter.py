@@ -27,6 +27,7 @@ from typing import Any
 import open_clip
 import torch
 import torch.nn.functional as F
+from safetensors.torch import load_file
 from torch import Tensor, nn
 
 from wwbl.clip.relevancy import relevancy_maps
@@ -314,8 +315,6 @@ def _register_dir_config(config_file: Path) -> str:
 
 def _read_state_dict(path: Path) -> dict[str, Tensor]:
     if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
         return load_file(str(path))
     state = torch.load(path, map_location="cpu", weights_only=True)
     return state.get("state_dict", state) if isinstance(state, dict) else state

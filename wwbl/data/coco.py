@@ -1,4 +1,5 @@
-"""MS-COCO 2014 captions for WSG training (all train2014 images, as the released code).
+"""MS-COCO 2014 captions for WSG training (all train2014 images, as the released code), read by
+:mod:`wwbl.readers.coco`.
 
 Layout (COCO's own)::
 
@@ -16,14 +17,14 @@ from __future__ import annotations
 
 import logging
 import os
-from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
 
 import torch
 
-from wwbl.data.common import ImagePhraseDataset, check_images_exist, read_json, require_dir
-from wwbl.errors import AnnotationError, MissingResourceError
+from wwbl.data.common import ImagePhraseDataset, check_images_exist
+from wwbl.readers.coco import HINT, parse_coco_captions, resolve_coco_image_dir
+from wwbl.readers.common import read_json
 
 log = logging.getLogger(__name__)
 
@@ -39,41 +40,6 @@ def drop_words(caption: str, p: float) -> str:
     return " ".join(w for w, k in zip(words, keep.tolist()) if k)
 
 
-def resolve_coco_image_dir(root: str, split: str, image_dir: str | None) -> str:
-    """``image_dir`` if given, else ``<root>/<split>`` or ``<root>/images/<split>``."""
-    if image_dir is not None:
-        return require_dir(image_dir, f"COCO {split} image directory")
-    for candidate in (os.path.join(root, split), os.path.join(root, "images", split)):
-        if os.path.isdir(candidate):
-            return candidate
-    raise MissingResourceError(
-        f"COCO {split} image directory not found: expected '{os.path.join(root, split)}' or "
-        f"'{os.path.join(root, 'images', split)}' (see data/README.md)"
-    )
-
-
-def parse_coco_captions(data: Any, path: str) -> tuple[dict[int, str], dict[int, list[str]]]:
-    """``(image id → file name, image id → captions)`` from a COCO captions JSON."""
-    if not isinstance(data, dict) or "images" not in data or "annotations" not in data:
-        raise AnnotationError(f"COCO captions file '{path}' needs the top-level keys 'images' and 'annotations'")
-    files: dict[int, str] = {}
-    captions: dict[int, list[str]] = defaultdict(list)
-    try:
-        for img in data["images"]:
-            files[int(img["id"])] = str(img["file_name"])
-        for ann in data["annotations"]:
-            text = " ".join(str(ann["caption"]).split())
-            if text:
-                captions[int(ann["image_id"])].append(text)
-    except (KeyError, TypeError, ValueError) as e:
-        raise AnnotationError(f"malformed entry in COCO captions file '{path}': {e!r}") from e
-    unknown = set(captions) - set(files)
-    if unknown:
-        raise AnnotationError(f"COCO captions file '{path}' has captions for {len(unknown)} image ids that "
-                              f"are not in its 'images' list, e.g. {sorted(unknown)[:5]}")
-    return files, dict(captions)
-
-
 class CocoCaptions(ImagePhraseDataset):
     """COCO images with their captions; an item is ``{"image", "phrase"}``."""
 
@@ -82,7 +48,7 @@ class CocoCaptions(ImagePhraseDataset):
         if not 0.0 <= word_dropout < 1.0:
             raise ValueError(f"word_dropout must be in [0, 1), got {word_dropout}")
         ann_path = os.path.join(root, "annotations", f"captions_{split}.json")
-        files, captions = parse_coco_captions(read_json(ann_path, "COCO captions file"), ann_path)
+        files, captions = parse_coco_captions(read_json(ann_path, "COCO captions file", HINT), ann_path)
         images_dir = resolve_coco_image_dir(root, split, image_dir)
         ids = sorted(files)
         without = [i for i in ids if i not in captions]

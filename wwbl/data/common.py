@@ -1,4 +1,4 @@
-"""Shared pieces of the training datasets: file checks, JSON reading, the image/phrase dataset.
+"""Shared pieces of the training datasets: the image-file check and the image/phrase dataset.
 
 Training items are ``{"image": 3×S×S float [0, 1], "phrase": str}``; the default collate
 turns a batch into ``{"image": B×3×S×S, "phrase": list[str]}``.
@@ -6,7 +6,6 @@ turns a batch into ``{"image": B×3×S×S, "phrase": list[str]}``.
 
 from __future__ import annotations
 
-import json
 import os
 import warnings
 from collections.abc import Callable, Sequence
@@ -20,30 +19,6 @@ from wwbl.images import load_image
 
 # How many following items a dataset tries when an image cannot be decoded.
 MAX_LOAD_RETRIES = 10
-
-
-def require_file(path: str, what: str) -> str:
-    """Return ``path`` or raise MissingResourceError naming it and what it should contain."""
-    if not os.path.isfile(path):
-        raise MissingResourceError(f"{what} not found: expected the file '{path}' (see data/README.md)")
-    return path
-
-
-def require_dir(path: str, what: str) -> str:
-    """Return ``path`` or raise MissingResourceError naming it."""
-    if not os.path.isdir(path):
-        raise MissingResourceError(f"{what} not found: expected the directory '{path}' (see data/README.md)")
-    return path
-
-
-def read_json(path: str, what: str) -> Any:
-    """Parse a JSON file; a missing file or invalid JSON raises an error naming the file."""
-    require_file(path, what)
-    try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise AnnotationError(f"{what} '{path}' is not valid JSON: {e}") from e
 
 
 def check_images_exist(paths: Sequence[str], what: str) -> None:

@@ -21,6 +21,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from wwbl.data.coco import CocoCaptions
 from wwbl.data.cub import CUBEval, CUBTrain
+from wwbl.data.grounding_val import FlickrGroundingVal
 from wwbl.data.transforms import eval_transform, grounding_train_transform, wsol_train_transform
 from wwbl.data.visual_genome import VisualGenomeRegions
 
@@ -122,8 +123,6 @@ class GroundingDataModule(_TrainingDataModule):
                                                      split_file=hp.vg_split_file, max_words=hp.vg_max_words,
                                                      check_files=hp.check_files)
         if stage in ("fit", "validate") and self.has_val_data and self.val_set is None:
-            from wwbl.data.grounding_val import FlickrGroundingVal  # needs wwbl.evaluation only when validating
-
             self.val_set = FlickrGroundingVal(hp.val_root, hp.val_split, eval_transform(hp.image_size),
                                               max_items=hp.val_max_items)
 

@@ -1,4 +1,4 @@
-"""Grounding validation set for training: Flickr30k Entities read by the evaluation loader.
+"""Grounding validation set for training: Flickr30k Entities read by :mod:`wwbl.readers.flickr30k`.
 
 One item per image: ``{"image": 3×S×S in [0, 1], "size": (H, W) of the original image,
 "phrases": [phrases of entity e], "boxes": [K_e×4 xyxy of entity e]}`` for the image's entities
@@ -18,6 +18,7 @@ from torch.utils.data import Dataset
 
 from wwbl.errors import AnnotationError
 from wwbl.images import load_image
+from wwbl.readers.flickr30k import load_flickr30k
 
 log = logging.getLogger(__name__)
 
@@ -27,8 +28,6 @@ class FlickrGroundingVal(Dataset):
 
     def __init__(self, root: str, split: str, transform: Callable[[Any], torch.Tensor],
                  max_items: int | None = None) -> None:
-        from wwbl.evaluation.datasets.flickr30k import load_flickr30k
-
         index = load_flickr30k(root, split)
         by_image: OrderedDict[str, list] = OrderedDict()
         for sample in index.samples:

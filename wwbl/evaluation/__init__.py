@@ -1,23 +1,6 @@
-"""Evaluation of wwbl: the papers' metrics (torchmetrics), benchmark loaders in their publishers'
-layouts, the evaluation command (``python -m wwbl.evaluation``) and the papers' table writers.
+"""Evaluation of wwbl on the papers' benchmarks: per-task processing and scoring (``tasks``), the
+resumable runner (``evaluate``), the command (``python -m wwbl.evaluation``) and the table writers.
 
-Heavy pieces (extractors, CLIP) are imported only by the command, so the metrics can be used
-(e.g. by the LightningModule's validation) without them.
+The metrics (``wwbl.metrics``) and the benchmark readers (``wwbl.readers``) live on the ground
+floor, where training validation uses them too.
 """
-from wwbl.evaluation.metrics import (
-    AccAtIoU,
-    BoxAccuracy,
-    GTKnownLoc,
-    MeanIoUSweep,
-    PointingAccuracy,
-    PxAP,
-    TopKLoc,
-    WWbLMetric,
-    argmax_points,
-    box_ious,
-    nearest_captions,
-    points_in_boxes,
-)
-
-__all__ = ["AccAtIoU", "BoxAccuracy", "GTKnownLoc", "MeanIoUSweep", "PointingAccuracy", "PxAP", "TopKLoc",
-           "WWbLMetric", "argmax_points", "box_ious", "nearest_captions", "points_in_boxes"]

@@ -18,6 +18,7 @@ from typing import Any, Sequence
 
 from wwbl.evaluation.evaluate import EvalSettings, run_evaluation
 from wwbl.evaluation.tables import merge_runs
+from wwbl.inference.options import add_box_rule_arguments, add_pipeline_arguments, pipeline_options_from_args
 
 
 def _key_values(pairs: Sequence[str]) -> dict[str, Any]:
@@ -59,9 +60,7 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--loader-option", action="append", default=[], metavar="KEY=VALUE",
                         help="dataset loader option, e.g. min_area_fraction=null, text_prefix='image of '")
     parser.add_argument("--boxes", default="auto", choices=("auto", "wsg", "wsol", "method"))
-    parser.add_argument("--box-mode", default="paper", choices=("paper", "reference"),
-                        help="box rule: the paper's or the released code's (wsg: union, NMS 0.05 bug; "
-                             "wsol: largest contour of the cubehelix gray)")
+    add_box_rule_arguments(parser)
     parser.add_argument("--iou-threshold", type=float, default=0.5)
     parser.add_argument("--label", default=None, help="row name in the tables")
     parser.add_argument("--no-progress", action="store_true")
@@ -92,6 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     wwbl.add_argument("--match-prefix", default=None, help="GT text prefix for matching (default: reference's)")
     wwbl.add_argument("--drop-empty", action="store_true",
                       help="exclude images without predictions (the reference) instead of counting misses")
+    add_pipeline_arguments(wwbl)
     for p in (wsol, masks):
         p.add_argument("--prompt", default="an image of a {}.",
                        help="text template, {} = class / label; without {} used as is (the WWbL reference "
@@ -100,7 +100,6 @@ def build_parser() -> argparse.ArgumentParser:
     wsol.add_argument("--no-classify", action="store_true", help="skip zero-shot top-1/top-5 localisation")
     wsol.add_argument("--class-prompt", default="an image of a {}.",
                       help="zero-shot classification template (VL-Score: 'an image of a {}.', synonyms averaged)")
-    wsol.add_argument("--wsol-threshold", type=float, default=0.1, help="wsol_box threshold")
     wsol.add_argument("--strict", action="store_true", help="IoU > threshold (VL-Score's wording) instead of >=")
     wsol.add_argument("--wsol-iou-area", default="continuous", choices=("continuous", "inclusive"),
                       help="IoU areas: continuous (default) or pixel-inclusive (x2-x1+1)(y2-y1+1) (released code)")
@@ -113,19 +112,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 def settings_from_args(args: argparse.Namespace) -> EvalSettings:
     extra = {name: getattr(args, name) for name in ("gt_mode", "acc_threshold", "predictions", "captioner",
-                                                     "match_prefix", "drop_empty", "prompt", "wsol_threshold",
+                                                     "match_prefix", "drop_empty", "prompt",
                                                      "strict", "closing", "class_prompt", "entity_average",
                                                      "box_resolution", "wsol_iou_area") if hasattr(args, name)}
     if hasattr(args, "first_name_only"):
         extra["all_names"] = not args.first_name_only
     if hasattr(args, "no_classify"):
         extra["classify"] = not args.no_classify
+    if args.command == "wwbl":
+        extra["pipeline"] = pipeline_options_from_args(args)
     return EvalSettings(task=args.command, dataset=args.dataset, root=args.root, out=args.out, split=args.split,
                         method=args.method, checkpoint=args.checkpoint, clip_model=args.clip_model,
                         clip_pretrained=args.clip_pretrained, clip_checkpoint=args.clip_checkpoint,
                         device=args.device, text_prefix=args.text_prefix,
                         extractor_options=_key_values(args.option), loader_options=_key_values(args.loader_option),
                         limit=args.limit, batch_size=args.batch_size, boxes=args.boxes, box_mode=args.box_mode,
+                        box_threshold=args.box_threshold, box_nms_iou=args.box_nms_iou,
                         iou_threshold=args.iou_threshold, label=args.label, progress=not args.no_progress, **extra)
 
 

@@ -1,6 +1,6 @@
 """The evaluation command: one entry for WSG, WWbL, WSOL and mask benchmarks.
 
-``run_evaluation(settings)`` loads the benchmark (``wwbl.evaluation.datasets``), builds the heatmap
+``run_evaluation(settings)`` loads the benchmark (``wwbl.readers``), builds the heatmap
 source (an exported network g via ``NetworkGExtractor.from_export`` or any registered extractor by
 name), processes images in batches with a progress bar, and appends one JSON record per image to
 ``<out>/records.jsonl``. A rerun with the same settings skips the images already recorded (the
@@ -9,12 +9,14 @@ be loaded or processed are skipped and listed in ``<out>/skipped.json``; annotat
 loader rejected are listed there too. The metrics are computed from all records and written to
 ``<out>/results.json`` plus the papers' tables (``wwbl.evaluation.tables``).
 
-Box sources (``boxes``): ``"wsg"`` — ``wsg_boxes`` with ``box_mode`` ``"paper"`` or
-``"reference"``; ``"wsol"`` — ``wsol_box`` (largest contour above ``wsol_threshold``, of the map
-or, with ``box_mode="reference"``, of its cubehelix gray as the released WSOL code);
-``"method"`` — the extractor's own ``detect`` (Adapting-CLIP's box search, Crop & Rank,
-VL-Score's components); ``"auto"`` — ``"method"`` when the extractor has ``detect``, else
-``"wsol"`` for WSOL and ``"wsg"`` otherwise.
+Box sources (``boxes``): ``"wsg"`` — the WSG :class:`~wwbl.box_rules.BoxRule` with ``box_mode``
+``"paper"`` or ``"reference"``; ``"wsol"`` — the WSOL rule (largest contour, of the map or, with
+``box_mode="reference"``, of its cubehelix gray as the released WSOL code); ``"method"`` — the
+extractor's own ``detect`` (Adapting-CLIP's box search, Crop & Rank, VL-Score's components);
+``"auto"`` — ``"method"`` when the extractor has ``detect``, else ``"wsol"`` for WSOL and ``"wsg"``
+otherwise (WWbL: ``"wsol"`` or else ``"wsg"``). ``box_threshold`` / ``box_nms_iou`` (``None`` = the
+rule's defaults) reach the rule as in ``infer.py``; so do the WWbL pipeline's ``pipeline`` options
+(:class:`~wwbl.inference.options.WWbLOptions`: proposals, caption decoding, clustering).
 
 Released-code evaluation choices, each a setting with the paper-faithful default:
 ``entity_average`` (``"normalised"`` | ``"raw"``) and ``box_resolution`` (``"original"`` |
@@ -29,13 +31,24 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+import numpy as np
 import torch
 from PIL import Image
+from tqdm import tqdm
 
-from wwbl.errors import ImageLoadError
-from wwbl.evaluation.datasets import TASK_OF, ZSG_SPLITS, DatasetIndex, acc_threshold, load_dataset
+from wwbl.box_rules import BoxRule
+from wwbl.clip import ClipSpec
+from wwbl.errors import AnnotationError, ImageLoadError, MissingResourceError
+from wwbl.evaluation.tables import write_tables
 from wwbl.evaluation.tasks import GroundingTask, MaskTask, Unit, WSOLTask, WWbLTask, group_by_image, prediction_entries
+from wwbl.extractors.base import build_extractor
+from wwbl.extractors.network_g import NetworkGExtractor
 from wwbl.images import load_image, resize_square, to_tensor01
+from wwbl.inference.api import WWbLModel
+from wwbl.inference.captioner import DEFAULT_CAPTIONER
+from wwbl.inference.options import WWbLOptions
+from wwbl.metrics import argmax_points
+from wwbl.readers import TASK_OF, ZSG_SPLITS, DatasetIndex, acc_threshold, load_dataset
 
 log = logging.getLogger(__name__)
 TASKS = ("wsg", "wwbl", "wsol", "masks")
@@ -66,7 +79,8 @@ class EvalSettings:
     batch_size: int = 8
     boxes: str = "auto"
     box_mode: str = "paper"
-    wsol_threshold: float = 0.1
+    box_threshold: float | None = None  # None = the rule's default (0.5 WSG, 0.1 WSOL)
+    box_nms_iou: float | None = None  # WSG only; None = the mode's default (0.3 paper, 0.05 reference)
     entity_average: str = "normalised"  # WSG: min-max each phrase map before an entity's average; "raw" = released
     box_resolution: str = "original"  # WSG: cut boxes at the original size; "model" = at S, scaled (released)
     wsol_iou_area: str = "continuous"  # WSOL: "inclusive" = the released +1 pixel terms
@@ -76,6 +90,7 @@ class EvalSettings:
     strict: bool = False  # WSOL: IoU > thr instead of >=
     predictions: str | None = None  # WWbL: JSON-lines predictions instead of running the pipeline
     captioner: str | None = None  # WWbL: BLIP source for the pipeline
+    pipeline: WWbLOptions = field(default_factory=WWbLOptions)  # WWbL: proposals, captioning, clustering
     match_prefix: str | None = None  # WWbL: GT text prefix; None = the reference's per dataset
     drop_empty: bool = False  # WWbL: exclude images without predictions (the reference)
     prompt: str = "an image of a {}."  # WSOL / masks: class / label prompt
@@ -108,16 +123,18 @@ class EvalSettings:
         return self.method or f"predictions ({Path(self.predictions or '').name})"
 
     def identity(self) -> dict[str, Any]:
-        """The settings a cached record depends on."""
-        return {k: v for k, v in asdict(self).items() if k not in _VOLATILE}
+        """The settings a cached record depends on, as they read back from ``run.json`` (JSON types)."""
+        return json.loads(json.dumps({k: v for k, v in asdict(self).items() if k not in _VOLATILE}))
+
+    def box_rule(self, rule: str) -> BoxRule:
+        """The run's :class:`BoxRule` of kind ``rule`` ("wsg" or "wsol")."""
+        return BoxRule(rule=rule, mode=self.box_mode, threshold=self.box_threshold, nms_iou=self.box_nms_iou)
 
 
 # ----------------------------------------------------------------------------- sources
 
 
 def build_clip(settings: EvalSettings) -> Any:
-    from wwbl.clip import ClipSpec
-
     return ClipSpec(settings.clip_model, settings.clip_pretrained, settings.clip_checkpoint).build(settings.device)
 
 
@@ -130,18 +147,12 @@ def build_heatmap_source(settings: EvalSettings, clip: Any = None) -> Any:
         options["text_prefix"] = ""  # the reference queries g with the raw captions in WWbL
     options.setdefault("images_per_batch", settings.batch_size)
     if settings.checkpoint:
-        from wwbl.extractors.network_g import NetworkGExtractor
-
         return NetworkGExtractor.from_export(settings.checkpoint, clip=clip, **options)
-    from wwbl.extractors.base import build_extractor
-
     return build_extractor(settings.method, clip if clip is not None else build_clip(settings), **options)
 
 
 def box_function(settings: EvalSettings, extractor: Any) -> Callable | None:
     """Heatmap → Detections for the run's box source; ``None`` means the method's ``detect``."""
-    from wwbl.inference.heatmap_boxes import wsg_boxes, wsol_box
-
     source = settings.boxes
     if source == "auto":
         source = "method" if hasattr(extractor, "detect") else ("wsol" if settings.task == "wsol" else "wsg")
@@ -149,9 +160,7 @@ def box_function(settings: EvalSettings, extractor: Any) -> Callable | None:
         if not hasattr(extractor, "detect"):
             raise ValueError(f"extractor {settings.method!r} has no box method of its own; use --boxes wsg or wsol")
         return None
-    if source == "wsol":
-        return lambda heatmap: wsol_box(heatmap, threshold=settings.wsol_threshold, mode=settings.box_mode)
-    return lambda heatmap: wsg_boxes(heatmap, mode=settings.box_mode)
+    return settings.box_rule(source).detect
 
 
 def zero_shot_classifier(clip: Any, class_names: Sequence[tuple[str, ...]], prompt: str) -> Callable:
@@ -176,11 +185,6 @@ def read_predictions(path: str) -> dict[str, list[dict]]:
     "point": [row, col], "boxes": [[x1, y1, x2, y2], …], "scores": […]}]}`` (``records.jsonl`` of a
     WWbL run has this form). An entry may give ``"heatmap_npy"`` (an ``H×W`` .npy map) instead of
     ``"point"``."""
-    import numpy as np
-
-    from wwbl.errors import AnnotationError, MissingResourceError
-    from wwbl.evaluation.metrics import argmax_points
-
     file = Path(path)
     if not file.is_file():
         raise MissingResourceError(f"WWbL predictions file not found: '{file}'")
@@ -235,11 +239,8 @@ def _wwbl_predictor(settings: EvalSettings, extractor: Any) -> Callable:
     if settings.predictions:
         table = read_predictions(settings.predictions)
         return lambda units, images: [table.get(u.key, []) for u in units]
-    from wwbl.inference.api import WWbLModel
-    from wwbl.inference.captioner import DEFAULT_CAPTIONER
-    from wwbl.inference.pipeline import BoxRule
-
-    model = WWbLModel(extractor, captioner=settings.captioner or DEFAULT_CAPTIONER, boxes=BoxRule(mode=settings.box_mode))
+    rule = settings.box_rule("wsol" if settings.boxes == "wsol" else "wsg")
+    model = WWbLModel(extractor, settings.captioner or DEFAULT_CAPTIONER, boxes=rule, options=settings.pipeline)
     return lambda units, images: [prediction_entries(r) for r in model.detect_batch(list(images))]
 
 
@@ -309,10 +310,6 @@ def _process(task: Any, units: list[Unit], images: list[Image.Image], skipped: l
 
 def run_evaluation(settings: EvalSettings, extractor: Any = None, clip: Any = None) -> dict[str, Any]:
     """Run (or resume) one evaluation; returns the results dict also written to ``results.json``."""
-    from tqdm import tqdm
-
-    from wwbl.evaluation.tables import write_tables
-
     out = Path(settings.out)
     index = load_dataset(settings.dataset, settings.root, settings.split, **settings.loader_options)
     cache = RecordCache(out, settings.identity())

@@ -26,6 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
+from wwbl.errors import MissingResourceError
+
 DATASET_NAMES = {
     "vg": "VG", "flickr30k": "Flickr", "referit": "ReferIt",
     "zsg_flickr_all": "Flickr All", "zsg_flickr_other": "Flickr Other", "zsg_flickr_s0": "Flickr S0",
@@ -141,8 +143,6 @@ def write_tables(results: Sequence[dict], out: str | Path, echo: bool = True) ->
 
 def collect_results(paths: Sequence[str | Path]) -> list[dict]:
     """``results.json`` of each given run directory (or file), searched recursively in directories."""
-    from wwbl.errors import MissingResourceError
-
     found: list[Path] = []
     for path in map(Path, paths):
         if path.is_file():

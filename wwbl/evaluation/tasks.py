@@ -33,8 +33,9 @@ from torch import Tensor
 
 from wwbl.boxes import Detections
 from wwbl.clip import minmax_normalize
-from wwbl.evaluation.datasets import GroundingSample, MaskSample, WSOLSample, load_mask
-from wwbl.evaluation.metrics import (
+from wwbl.extractors.postprocess import close_map
+from wwbl.images import resize_heatmap
+from wwbl.metrics import (
     AccAtIoU,
     BoxAccuracy,
     GTKnownLoc,
@@ -46,7 +47,7 @@ from wwbl.evaluation.metrics import (
     argmax_points,
     nearest_captions,
 )
-from wwbl.images import resize_heatmap
+from wwbl.readers import GroundingSample, MaskSample, WSOLSample, load_mask
 
 ENTITY_AVERAGES = ("normalised", "raw")
 BOX_RESOLUTIONS = ("original", "model")
@@ -136,9 +137,9 @@ class GroundingTask:
 
     def _boxes(self, heatmap: Tensor, size_hw: tuple[int, int]) -> Detections:
         if self.box_resolution == "original":
-            return self.box_fn(resize_heatmap(heatmap, size_hw))
+            return self.box_fn(resize_heatmap(heatmap, size_hw, align_corners=False))
         side = int(self.extractor.input_size)
-        dets = self.box_fn(resize_heatmap(heatmap, (side, side)))
+        dets = self.box_fn(resize_heatmap(heatmap, (side, side), align_corners=False))
         scale = torch.tensor([size_hw[1], size_hw[0], size_hw[1], size_hw[0]], dtype=torch.float32) / side
         return Detections(dets.boxes * scale, dets.scores, dets.phrases)
 
@@ -153,7 +154,7 @@ class GroundingTask:
             size_hw = (images[k].height, images[k].width)
             counts = [len(s.phrases) for s in unit.samples]
             averaged = [self._entity_map(m) for m in image_maps.split(counts)]
-            points = argmax_points([resize_heatmap(m, size_hw) for m in averaged]).tolist()
+            points = argmax_points([resize_heatmap(m, size_hw, align_corners=False) for m in averaged]).tolist()
             items = {}
             for j, (sample, heatmap) in enumerate(zip(unit.samples, averaged)):
                 dets = own[k][j] if own is not None else self._boxes(heatmap, size_hw)
@@ -308,8 +309,6 @@ class MaskTask:
         for unit, sample, image, heatmap in zip(units, samples, images, maps):
             heatmap = heatmap[0]
             if self.closing > 1:
-                from wwbl.extractors.postprocess import close_map
-
                 heatmap = close_map(heatmap, self.closing, self.closing).clamp(0, 1)
             mask = load_mask(sample.mask_path, (image.height, image.width))
             sweep, pxap = MeanIoUSweep(), PxAP()

@@ -93,7 +93,7 @@ class HeatmapExtractor(nn.Module, ABC):
         maps = (minmax_normalize(maps) if normalize else maps).cpu()
         for i, per_image in zip(busy, maps.split(counts)):
             if not native_resolution:
-                per_image = resize_heatmap(per_image, images[i].shape[-2:])
+                per_image = resize_heatmap(per_image, images[i].shape[-2:], align_corners=False)
                 per_image = per_image.clamp(0, 1) if normalize else per_image
             out[i] = per_image
         return out
@@ -136,6 +136,6 @@ def build_extractor(name: str, clip: FrozenCLIP | None = None, **options: Any) -
 
 
 def available_extractors() -> list[str]:
-    import wwbl.extractors  # noqa: F401
+    import wwbl.extractors  # noqa: F401  (populates the registry)
 
     return sorted(_REGISTRY)

@@ -16,6 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from wwbl.clip import ClipSpec, FrozenCLIP
+from wwbl.export import load_grounding_net
 from wwbl.extractors.base import HeatmapExtractor, register_extractor
 
 
@@ -43,8 +44,6 @@ class NetworkGExtractor(HeatmapExtractor):
     ):
         config: dict[str, Any] = {}
         if isinstance(network, (str, Path)):
-            from wwbl.export import load_grounding_net
-
             network, config = load_grounding_net(str(network))
         if clip is None:
             if "clip" not in config:

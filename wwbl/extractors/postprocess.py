@@ -11,7 +11,7 @@ so the grid search filters each continuous map once per kernel pair and then com
 all thresholds at once. Borders follow OpenCV's defaults: outside pixels never dilate into the
 image and never erode it. Even kernel sizes use OpenCV's anchor k//2.
 
-Scoring reuses `wwbl.evaluation.metrics.MeanIoUSweep`: a pixel is foreground when `map >= τ`,
+Scoring reuses `wwbl.metrics.MeanIoUSweep`: a pixel is foreground when `map >= τ`,
 per-image IoU (empty vs empty = 1) averaged over images, 100 thresholds `linspace(0, 1, 100)`.
 Interpolated and closed maps are clamped to [0, 1] first (bicubic can overshoot).
 """
@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from wwbl.errors import ImageLoadError
-from wwbl.evaluation.metrics import MeanIoUSweep
+from wwbl.metrics import MeanIoUSweep
 from wwbl.extractors.base import HeatmapExtractor, ImageInput
 from wwbl.images import as_tensor01
 

@@ -11,27 +11,31 @@ from typing import Any
 
 import torch
 
+from wwbl.box_rules import BoxRule
+from wwbl.clip import ClipSpec, FrozenCLIP
+from wwbl.export import read_export_config
 from wwbl.extractors.base import HeatmapExtractor, build_extractor
-from wwbl.inference.captioner import DEFAULT_CAPTIONER, BlipCaptioner, CaptionSettings
-from wwbl.inference.pipeline import BoxRule, GroundingPipeline, IterativeWWbL, WWbLPipeline
-from wwbl.inference.proposals import ProposalGenerator
+from wwbl.inference.captioner import DEFAULT_CAPTIONER, BlipCaptioner
+from wwbl.inference.options import WWbLOptions
+from wwbl.inference.pipeline import GroundingPipeline, IterativeWWbL, WWbLPipeline
 from wwbl.inference.results import DetectionResult, GroundingResult, IterativeResult
 
 
 class WWbLModel:
-    """A heatmap source plus the lazily loaded captioner, with grounding and detection entry points."""
+    """A heatmap source plus the lazily loaded captioner, with grounding and detection entry points.
+
+    ``boxes`` is the heatmap → boxes rule of grounding and detection; ``options`` the WWbL pipeline's
+    proposals, caption decoding (applied when the captioner is loaded from an id or folder) and
+    clustering.
+    """
 
     def __init__(self, heatmaps: HeatmapExtractor, captioner: BlipCaptioner | str = DEFAULT_CAPTIONER,
-                 boxes: BoxRule | None = None, proposals: ProposalGenerator | None = None,
-                 caption_settings: CaptionSettings | None = None, cluster_threshold: float = 0.85,
-                 min_cluster_size: int = 2) -> None:
+                 boxes: BoxRule | None = None, options: WWbLOptions | None = None) -> None:
         self.heatmaps = heatmaps
         self.boxes = boxes or BoxRule()
-        self.proposals = proposals or ProposalGenerator()
+        self.options = options or WWbLOptions()
         self.grounding = GroundingPipeline(heatmaps, self.boxes)
         self._captioner = captioner
-        self._caption_settings = caption_settings
-        self._cluster = (cluster_threshold, min_cluster_size)
         self._wwbl: WWbLPipeline | None = None
 
     @property
@@ -41,15 +45,15 @@ class WWbLModel:
     def load_captioner(self) -> BlipCaptioner:
         """The captioner, loaded on first use (raises MissingResourceError without weights)."""
         if isinstance(self._captioner, str):
-            device, settings = self.heatmaps.device, self._caption_settings
-            self._captioner = BlipCaptioner.from_pretrained(self._captioner, device, settings)
+            self._captioner = BlipCaptioner.from_pretrained(self._captioner, self.heatmaps.device, self.options.caption)
         return self._captioner
 
     @property
     def wwbl(self) -> WWbLPipeline:
         if self._wwbl is None:
-            self._wwbl = WWbLPipeline(self.heatmaps, self.captioner, proposals=self.proposals, boxes=self.boxes,
-                                      cluster_threshold=self._cluster[0], min_cluster_size=self._cluster[1])
+            self._wwbl = WWbLPipeline(self.heatmaps, self.captioner, proposals=self.options.proposals,
+                                      boxes=self.boxes, cluster_threshold=self.options.cluster_threshold,
+                                      min_cluster_size=self.options.min_cluster_size)
         return self._wwbl
 
     def ground(self, image: Any, phrases: str | Sequence[str]) -> GroundingResult:
@@ -73,8 +77,6 @@ class WWbLModel:
 
 def _build_clip(clip: Any, clip_pretrained: str | None, clip_checkpoint: str | None, device: str | torch.device):
     """A FrozenCLIP from an instance or a name; no name means OpenAI's ViT-B/32 weights (never a random CLIP)."""
-    from wwbl.clip import ClipSpec
-
     if clip is None:
         clip, clip_pretrained = "ViT-B-32", clip_pretrained or (None if clip_checkpoint else "openai")
     if isinstance(clip, str):
@@ -90,8 +92,6 @@ def _clip_for_export(checkpoint: str, clip: Any, clip_pretrained: str | None, cl
         return clip.to(device)
     if clip is None and clip_pretrained is None and clip_checkpoint is None:
         return None
-    from wwbl.export import read_export_config
-
     spec = read_export_config(checkpoint)["clip"]
     model = clip or spec["model"]
     if model == spec["model"] and clip_pretrained is None and clip_checkpoint is None:
@@ -101,8 +101,7 @@ def _clip_for_export(checkpoint: str, clip: Any, clip_pretrained: str | None, cl
 
 def load(checkpoint: str | Path | None = None, clip: Any = None, clip_pretrained: str | None = None,
          clip_checkpoint: str | None = None, captioner: BlipCaptioner | str = DEFAULT_CAPTIONER, method: str = "g",
-         device: str | torch.device = "cpu", box_mode: str = "paper", caption_settings: CaptionSettings | None = None,
-         proposals: ProposalGenerator | None = None, cluster_threshold: float = 0.85, min_cluster_size: int = 2,
+         device: str | torch.device = "cpu", boxes: BoxRule | None = None, options: WWbLOptions | None = None,
          **extractor_options: Any) -> WWbLModel:
     """Build a :class:`WWbLModel`.
 
@@ -112,11 +111,10 @@ def load(checkpoint: str | Path | None = None, clip: Any = None, clip_pretrained
             export; for other methods ``None`` means ``ViT-B-32`` with the ``openai`` weights (or the
             ``clip_checkpoint``). A name needs ``clip_pretrained`` (a tag, or ``"random"`` for untrained
             weights) or ``clip_checkpoint``; without either ``FrozenCLIP`` raises.
-        captioner: a ``BlipCaptioner``, a Hugging Face id or a local BLIP folder (loaded on first ``detect``);
-            ``caption_settings`` apply when it is loaded from an id or folder.
+        captioner: a ``BlipCaptioner``, a Hugging Face id or a local BLIP folder (loaded on first ``detect``).
         method: ``"g"`` or any registered training-free extractor (``wwbl.extractors.available_extractors()``).
-        box_mode: ``"paper"`` or ``"reference"`` WSG box rule.
-        cluster_threshold, min_cluster_size: community detection (0.85 and 2, as the paper).
+        boxes: the heatmap → boxes rule (default ``BoxRule()``: the paper's WSG rule).
+        options: the WWbL pipeline's proposals, caption decoding and clustering (default: the paper's).
         extractor_options: passed to the extractor (e.g. ``text_prefix``, ``images_per_batch``).
     """
     if method == "g":
@@ -129,5 +127,4 @@ def load(checkpoint: str | Path | None = None, clip: Any = None, clip_pretrained
         extractor = build_extractor(method, clip=_build_clip(clip, clip_pretrained, clip_checkpoint, device),
                                     **extractor_options)
     extractor = extractor.to(device)
-    return WWbLModel(extractor, captioner, BoxRule(mode=box_mode), proposals, caption_settings,
-                     cluster_threshold, min_cluster_size)
+    return WWbLModel(extractor, captioner, boxes, options)

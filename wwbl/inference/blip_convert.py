@@ -92,7 +92,7 @@ def infer_blip_config(state: Mapping[str, torch.Tensor], image_size: int | None 
     to ``vocab - 2`` (BLIP appends ``[DEC]`` and ``[ENC]`` to bert-base-uncased's vocabulary).
     ``image_size=None`` keeps the checkpoint's own resolution.
     """
-    from transformers import BlipConfig
+    from transformers import BlipConfig  # lazy: slow to import
 
     width = state["visual_encoder.cls_token"].shape[-1]
     patch = state["visual_encoder.patch_embed.proj.weight"].shape[-1]
@@ -131,7 +131,7 @@ def _captioner_part(raw: Mapping) -> dict[str, torch.Tensor]:
 
 def convert_state_dict(original: Mapping, config) -> dict[str, torch.Tensor]:
     """Map an original BLIP state dict onto transformers' names; every target weight must be filled."""
-    from transformers import BlipForConditionalGeneration
+    from transformers import BlipForConditionalGeneration  # lazy: slow to import
 
     state = _captioner_part(original)
     with torch.device("meta"):  # shapes only, no memory
@@ -158,7 +158,7 @@ def convert_state_dict(original: Mapping, config) -> dict[str, torch.Tensor]:
 
 def blip_tokenizer(source: str):
     """bert-base-uncased (a local folder or a cached hub id) plus BLIP's ``[DEC]`` bos and ``[ENC]``."""
-    from transformers import BertTokenizerFast
+    from transformers import BertTokenizerFast  # lazy: slow to import
 
     try:
         tokenizer = BertTokenizerFast.from_pretrained(source, local_files_only=True)
@@ -194,7 +194,7 @@ def convert_checkpoint(checkpoint: str | Path, out_dir: str | Path, tokenizer: s
                        image_size: int | None = 384, vision_heads: int | None = None,
                        text_heads: int | None = None) -> Path:
     """Convert ``checkpoint`` and write model + processor to ``out_dir`` (returned)."""
-    from transformers import BlipForConditionalGeneration, BlipImageProcessor, BlipProcessor
+    from transformers import BlipForConditionalGeneration, BlipImageProcessor, BlipProcessor  # lazy: slow to import
 
     path = Path(checkpoint)
     if not path.is_file():

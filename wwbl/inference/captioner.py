@@ -44,7 +44,7 @@ class CaptionSettings:
 
 
 def _load_blip(source: str, allow_download: bool):
-    from transformers import BlipForConditionalGeneration, BlipProcessor
+    from transformers import BlipForConditionalGeneration, BlipProcessor  # lazy: slow to import
 
     local = Path(source).expanduser()
     attempts = [True] if local.exists() or not allow_download or os.environ.get("HF_HUB_OFFLINE") else [True, False]

@@ -17,6 +17,10 @@ from __future__ import annotations
 
 import torch
 
+# The paper's (and the reference's) community detection of caption embeddings.
+CLUSTER_THRESHOLD = 0.85
+MIN_CLUSTER_SIZE = 2
+
 
 def _normalise(embeddings: torch.Tensor) -> torch.Tensor:
     if embeddings.ndim != 2:
@@ -24,8 +28,8 @@ def _normalise(embeddings: torch.Tensor) -> torch.Tensor:
     return torch.nn.functional.normalize(embeddings.float(), dim=-1)
 
 
-def community_detection(embeddings: torch.Tensor, threshold: float = 0.85,
-                        min_community_size: int = 2) -> list[list[int]]:
+def community_detection(embeddings: torch.Tensor, threshold: float = CLUSTER_THRESHOLD,
+                        min_community_size: int = MIN_CLUSTER_SIZE) -> list[list[int]]:
     """Communities (lists of row indices, ascending) of ``embeddings`` (``N×D``), largest first."""
     if min_community_size < 1:
         raise ValueError("min_community_size must be at least 1")

@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from matplotlib import colormaps
 from PIL import Image, ImageDraw, ImageFont
 
 from wwbl.boxes import to_coco_xywh
@@ -38,8 +39,6 @@ def overlay(image: Image.Image, result: GroundingResult, alpha: float = 0.45, mi
     Small images are enlarged (nearest neighbour, display only) so that at least `min_side`
     pixels are available for readable labels; boxes are scaled with them.
     """
-    from matplotlib import colormaps
-
     base = image.convert("RGB")
     scale = max(1.0, min_side / min(base.size))
     if scale > 1:

@@ -10,20 +10,18 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from typing import Literal
 
 import numpy as np
 import torch
 from PIL import Image
 from torchvision.ops import box_iou
 
-from wwbl.boxes import Detections
+from wwbl.box_rules import BoxRule, box_means
+from wwbl.boxes import Detections, to_coco_xywh
 from wwbl.extractors.base import HeatmapExtractor
 from wwbl.images import load_image, to_rgb, to_tensor01
 from wwbl.inference.captioner import BlipCaptioner
-from wwbl.inference.community import community_detection, representatives
-from wwbl.inference.heatmap_boxes import box_means, boxes_for_phrases
+from wwbl.inference.community import CLUSTER_THRESHOLD, MIN_CLUSTER_SIZE, community_detection, representatives
 from wwbl.inference.proposals import ProposalGenerator
 from wwbl.inference.results import DetectionResult, GroundingResult, IterativeResult
 
@@ -38,32 +36,6 @@ def as_pil(image: object) -> Image.Image:
         array = (to_tensor01(image).permute(1, 2, 0).numpy() * 255.0).round().astype(np.uint8)
         return Image.fromarray(array)
     return load_image(image)  # a path; raises ImageLoadError naming the file
-
-
-@dataclass
-class BoxRule:
-    """Heatmap → boxes (see :mod:`wwbl.inference.heatmap_boxes`).
-
-    ``rule="wsg"`` with ``mode="paper"`` (default: threshold 0.5, NMS 0.3, 50 % filter) or
-    ``mode="reference"`` (the released ``generate_bbox``); ``rule="wsol"`` (threshold 0.1, largest
-    contour). ``threshold`` / ``nms_iou`` of ``None`` take the rule's defaults.
-    """
-
-    rule: Literal["wsg", "wsol"] = "wsg"
-    mode: Literal["paper", "reference"] = "paper"
-    threshold: float | None = None
-    nms_iou: float | None = None
-    min_score_ratio: float = 0.5
-    min_area_ratio: float = 0.0
-
-    def __call__(self, heatmaps: torch.Tensor, phrases: Sequence[str]) -> Detections:
-        default = 0.1 if self.rule == "wsol" else 0.5
-        threshold = default if self.threshold is None else self.threshold
-        if self.rule == "wsol":
-            return boxes_for_phrases(heatmaps, phrases, "wsol", threshold=threshold)
-        return boxes_for_phrases(heatmaps, phrases, "wsg", threshold=threshold,
-                                 nms_iou=self.nms_iou, min_score_ratio=self.min_score_ratio, mode=self.mode,
-                                 min_area_ratio=self.min_area_ratio)
 
 
 def _clean_phrases(phrases: Sequence[str] | str) -> list[str]:
@@ -104,12 +76,12 @@ class WWbLPipeline:
             reference does.
         proposals: selective search + grid (line 2).
         boxes: the box extractor BE (line 9).
-        cluster_threshold, min_cluster_size: Cd's parameters (line 5; 0.85 and 2).
+        cluster_threshold, min_cluster_size: Cd's parameters (line 5; the paper's 0.85 and 2).
     """
 
     def __init__(self, heatmaps: HeatmapExtractor, captioner: BlipCaptioner, text_encoder: TextEncoder | None = None,
                  proposals: ProposalGenerator | None = None, boxes: BoxRule | None = None,
-                 cluster_threshold: float = 0.85, min_cluster_size: int = 2) -> None:
+                 cluster_threshold: float = CLUSTER_THRESHOLD, min_cluster_size: int = MIN_CLUSTER_SIZE) -> None:
         self.heatmaps = heatmaps
         self.captioner = captioner
         self.text_encoder = text_encoder or heatmaps.clip.encode_text
@@ -242,9 +214,9 @@ class IterativeWWbL:
             return True
         earlier = torch.stack([s[1] for s in steps]) if steps else torch.zeros(0, 4)
         overlap = float(box_iou(box[None], earlier).max()) if len(earlier) else 0.0
-        rect = box.round().long().tolist()
-        xywh = np.array([[rect[0], rect[1], max(rect[2] - rect[0], 0), max(rect[3] - rect[1], 0)]])
-        heat_in_box = float(box_means(heat.numpy(), xywh)[0])
+        xywh = to_coco_xywh(box.round().long())[None]
+        xywh[:, 2:] = xywh[:, 2:].clamp(min=0)
+        heat_in_box = float(box_means(heat.numpy(), xywh.long().numpy())[0])
         return conf > self.stop_threshold and overlap < self.max_iou and heat_in_box > self.min_box_heat
 
     @staticmethod

@@ -26,6 +26,8 @@ import torch
 from PIL import Image
 from torchvision.ops import nms
 
+from wwbl.boxes import from_coco_xywh
+
 Encoding = Literal["reference", "uint8_bgr"]
 
 
@@ -85,9 +87,7 @@ class ProposalGenerator:
         search.setBaseImage(self._search_input(square))
         search.switchToSelectiveSearchFast(self.base_k, self.inc_k, self.sigma)
         rects = np.asarray(search.process(), dtype=np.float32).reshape(-1, 4)
-        boxes = torch.from_numpy(rects).clone()
-        boxes[:, 2:] += boxes[:, :2]
-        return boxes.clamp(0, self.working_size)
+        return from_coco_xywh(rects).clamp(0, self.working_size)
 
     def __call__(self, image: Image.Image) -> torch.Tensor:
         """Proposals for one RGB PIL image: ``(N, 4)`` float ``xyxy`` in its original frame."""

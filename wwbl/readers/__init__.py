@@ -1,4 +1,7 @@
-"""Benchmark loaders in their publishers' layouts, and one entry point by name.
+"""The ground floor's dataset readers, each in its publisher's layout, and one benchmark entry point by name.
+
+Training data (``wwbl.data``) reads through the same modules (``coco``, ``cub``, ``visual_genome``,
+``flickr30k``).
 
 ``load_dataset(name, root, split, **options)`` returns a :class:`DatasetIndex`; ``TASK_OF`` says
 which evaluation task a dataset serves (``grounding``, ``wsol`` or ``masks``).
@@ -9,13 +12,14 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Callable
 
-from wwbl.evaluation.datasets.cocoglide import load_cocoglide, load_mask
-from wwbl.evaluation.datasets.common import DatasetIndex, GroundingSample, MaskSample, WSOLSample
-from wwbl.evaluation.datasets.flickr30k import load_flickr30k
-from wwbl.evaluation.datasets.referit import load_referit
-from wwbl.evaluation.datasets.visual_genome import load_visual_genome
-from wwbl.evaluation.datasets.wsol import load_cub, load_imagenet_val, load_stanford_cars, load_stanford_dogs
-from wwbl.evaluation.datasets.zsgnet import ZSG_SPLITS, acc_threshold, load_zsgnet
+from wwbl.readers.cocoglide import load_cocoglide, load_mask
+from wwbl.readers.cub import load_cub
+from wwbl.readers.common import DatasetIndex, GroundingSample, MaskSample, WSOLSample
+from wwbl.readers.flickr30k import load_flickr30k
+from wwbl.readers.referit import load_referit
+from wwbl.readers.visual_genome import load_visual_genome
+from wwbl.readers.wsol import load_imagenet_val, load_stanford_cars, load_stanford_dogs
+from wwbl.readers.zsgnet import ZSG_SPLITS, acc_threshold, load_zsgnet
 
 LOADERS: dict[str, Callable[..., DatasetIndex]] = {
     "flickr30k": load_flickr30k,

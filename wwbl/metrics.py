@@ -239,7 +239,7 @@ class BoxAccuracy(Metric):
     """Box accuracy: fraction of items whose IoU passes the threshold.
 
     Protocol (defaults = WWbL reference ``calc_correctness``): predicted boxes come from
-    ``wwbl.inference.heatmap_boxes.wsg_boxes`` (or any box rule, passed in precomputed), the GT
+    ``wwbl.box_rules.wsg_boxes`` (or any box rule, passed in precomputed), the GT
     is the union of the item's GT boxes, and the item is correct iff ``IoU >= iou_threshold``
     (``strict=True``: ``IoU > iou_threshold``). ``box_rule`` picks which IoU (see
     :func:`box_ious`): ``"union"`` (union of predicted boxes, the reference), ``"top1"`` (the

@@ -1,10 +1,11 @@
-"""Sample types and helpers shared by the benchmark loaders.
+"""Sample types and helpers shared by the dataset readers (benchmarks and training data alike).
 
-Every loader returns a :class:`DatasetIndex`: the samples in file order plus ``skipped``, one
-``"where: why"`` line per annotation item that could not be used (malformed entry, unreadable
+Every benchmark loader returns a :class:`DatasetIndex`: the samples in file order plus ``skipped``,
+one ``"where: why"`` line per annotation item that could not be used (malformed entry, unreadable
 image header). Missing files raise :class:`wwbl.errors.MissingResourceError` naming them; a
 malformed whole file raises :class:`wwbl.errors.AnnotationError` naming the file and the entry.
-Boxes are absolute-pixel ``xyxy`` float tensors in the original image frame.
+Boxes are absolute-pixel ``xyxy`` float tensors in the original image frame. This module holds the
+one ``require_file`` / ``read_json`` and the one restricted unpickler of wwbl.
 """
 from __future__ import annotations
 
@@ -85,15 +86,17 @@ class DatasetIndex(Generic[S]):
 # ----------------------------------------------------------------------------- files
 
 
-def require_file(path: Path, what: str, hint: str = "") -> Path:
+def require_file(path: str | Path, what: str, hint: str = "") -> Path:
     """``path`` if it is a file, else MissingResourceError naming it."""
+    path = Path(path)
     if not path.is_file():
         raise MissingResourceError(f"{what} not found: expected the file '{path}'{'. ' + hint if hint else ''}")
     return path
 
 
-def require_dir(path: Path, what: str, hint: str = "") -> Path:
+def require_dir(path: str | Path, what: str, hint: str = "") -> Path:
     """``path`` if it is a directory, else MissingResourceError naming it."""
+    path = Path(path)
     if not path.is_dir():
         raise MissingResourceError(f"{what} not found: expected the directory '{path}'{'. ' + hint if hint else ''}")
     return path
@@ -115,8 +118,9 @@ def read_split_ids(path: Path, what: str) -> list[str]:
     return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
-def read_json(path: Path, what: str) -> Any:
-    require_file(path, what)
+def read_json(path: str | Path, what: str, hint: str = "") -> Any:
+    """A JSON file; a missing file or invalid JSON raises an error naming the file."""
+    path = require_file(path, what, hint)
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
@@ -137,13 +141,14 @@ class _BuiltinsOnlyUnpickler(pickle.Unpickler):
         if module == "builtins" and name in _SAFE_BUILTINS:
             return super().find_class(module, name)
         raise AnnotationError(
-            f"'{self.source}' needs the class {module}.{name}; only plain Python containers are read from "
-            "pickles for safety. Convert the file to the equivalent JSON (same structure) and pass that instead.")
+            f"'{self.source}': refusing to load the class {module}.{name}; only plain Python containers are "
+            "read from pickles, so a hostile file cannot run code. Convert the file to the equivalent JSON "
+            "(same structure) and pass that instead.")
 
 
-def read_pickle_or_json(path: Path, what: str) -> Any:
+def read_pickle_or_json(path: str | Path, what: str) -> Any:
     """A ``.pickle`` read with the builtins-only unpickler, or a ``.json`` with the same layout."""
-    require_file(path, what)
+    path = require_file(path, what)
     if path.suffix == ".json":
         return read_json(path, what)
     try:

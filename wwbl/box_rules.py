@@ -1,4 +1,6 @@
-"""Heatmap → boxes rules (paper §3.1 and the released code's variant).
+"""Heatmap → boxes rules (paper §3.1 and the released code's variant) and :class:`BoxRule`, the one
+object that carries a rule's settings through every door (training validation, ``wwbl.load``,
+``infer.py`` and ``python -m wwbl.evaluation``).
 
 Heatmaps are float maps in [0, 1] at the original image resolution, so every box comes out as
 absolute-pixel ``xyxy`` in the original image frame. A contour whose bounding rectangle is
@@ -37,16 +39,23 @@ inference pipelines) min-max normalises a map before these rules, as the release
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Literal
 
 import cv2
 import numpy as np
 import torch
+from matplotlib import colormaps
 from torchvision.ops import nms
 
-from wwbl.boxes import Detections
+from wwbl.boxes import Detections, from_coco_xywh
 
 BoxMode = Literal["paper", "reference"]
+RuleName = Literal["wsg", "wsol"]
+BOX_MODES = ("paper", "reference")
+RULES = ("wsg", "wsol")
+WSOL_THRESHOLD = 0.1
+WSG_THRESHOLD = 0.5
 MIN_SIDE_FRACTION = 0.02
 MIN_SIDE_PIXELS = 2
 
@@ -82,12 +91,6 @@ def box_means(values: np.ndarray, rects_xywh: np.ndarray) -> np.ndarray:
     return (sums / areas).astype(np.float32)
 
 
-def _xywh_to_xyxy(rects: np.ndarray) -> torch.Tensor:
-    boxes = torch.as_tensor(rects, dtype=torch.float32).reshape(-1, 4).clone()
-    boxes[:, 2:] += boxes[:, :2]
-    return boxes
-
-
 def _side_filter(rects: np.ndarray, shape_hw: tuple[int, int], min_side_fraction: float) -> np.ndarray:
     """Rectangles ``(x, y, w, h)`` whose width and height both reach the minimum box side."""
     if min_side_fraction <= 0:
@@ -103,7 +106,7 @@ def _area_filter(rects: np.ndarray, shape_hw: tuple[int, int], min_area_ratio: f
     return rects[rects[:, 2] * rects[:, 3] > min_area_ratio * shape_hw[0] * shape_hw[1]]
 
 
-def wsol_box(heatmap: torch.Tensor | np.ndarray, threshold: float = 0.1, mode: BoxMode = "paper",
+def wsol_box(heatmap: torch.Tensor | np.ndarray, threshold: float = WSOL_THRESHOLD, mode: BoxMode = "paper",
              min_side_fraction: float = MIN_SIDE_FRACTION) -> Detections:
     """The WSOL box: threshold the map, take the largest contour's bounding box.
 
@@ -121,7 +124,7 @@ def wsol_box(heatmap: torch.Tensor | np.ndarray, threshold: float = 0.1, mode: B
         raise ValueError(f"unknown box mode {mode!r}; expected 'paper' or 'reference'")
     if rect is None:
         return Detections.empty()
-    return Detections(boxes=_xywh_to_xyxy(rect), scores=torch.from_numpy(box_means(array, rect)), phrases=None)
+    return Detections(boxes=from_coco_xywh(rect), scores=torch.from_numpy(box_means(array, rect)), phrases=None)
 
 
 def _largest_paper_rect(array: np.ndarray, threshold: float, min_side_fraction: float) -> np.ndarray | None:
@@ -152,7 +155,7 @@ def _wsg_paper(array: np.ndarray, threshold: float, nms_iou: float, min_score_ra
     rects = _side_filter(rects, array.shape, min_side_fraction)
     if len(rects) == 0:
         return Detections.empty()
-    boxes = _xywh_to_xyxy(rects)
+    boxes = from_coco_xywh(rects)
     scores = torch.from_numpy(box_means(array, rects))
     keep = nms(boxes, scores, nms_iou)  # sorted by decreasing score
     boxes, scores = boxes[keep], scores[keep]
@@ -166,8 +169,6 @@ def cubehelix_gray(array: np.ndarray) -> np.ndarray:
     The normalisation runs in float64 as the released code's numpy: in float32 a value can land
     on the other side of a colour-map bin edge (k/256) and change the gray level.
     """
-    from matplotlib import colormaps
-
     values = array.astype(np.float64)
     low, high = float(values.min()), float(values.max())
     normalised = (values - low) / (high - low) if high > low else np.zeros_like(values)
@@ -187,12 +188,12 @@ def _wsg_reference(array: np.ndarray, threshold: float, nms_iou: float, min_scor
     keep = nms(as_coded, conf, nms_iou)
     conf_kept = conf[keep]
     strong = keep[conf_kept > min_score_ratio * conf_kept.max()]
-    survivors = _xywh_to_xyxy(rects[strong.numpy()])
+    survivors = from_coco_xywh(rects[strong.numpy()])
     union = torch.cat([survivors[:, :2].min(dim=0).values, survivors[:, 2:].max(dim=0).values])
     return Detections(boxes=union[None], scores=conf[strong].max()[None], phrases=None)
 
 
-def wsg_boxes(heatmap: torch.Tensor | np.ndarray, threshold: float = 0.5, nms_iou: float | None = None,
+def wsg_boxes(heatmap: torch.Tensor | np.ndarray, threshold: float = WSG_THRESHOLD, nms_iou: float | None = None,
               min_score_ratio: float = 0.5, mode: BoxMode = "paper", min_area_ratio: float = 0.0,
               min_side_fraction: float = MIN_SIDE_FRACTION) -> Detections:
     """WSG boxes from one heatmap (see the module docstring for both modes).
@@ -213,19 +214,47 @@ def wsg_boxes(heatmap: torch.Tensor | np.ndarray, threshold: float = 0.5, nms_io
     raise ValueError(f"unknown box mode {mode!r}; expected 'paper' or 'reference'")
 
 
-def boxes_for_phrases(heatmaps: torch.Tensor, phrases: Sequence[str], rule: str = "wsg",
-                      **options: float | str) -> Detections:
-    """Boxes for a stack of ``P×H×W`` heatmaps, each box labelled with its heatmap's phrase.
+@dataclass(frozen=True)
+class BoxRule:
+    """Heatmap → boxes with every setting of the rule in one object.
 
-    ``rule`` is ``"wsg"`` (:func:`wsg_boxes`, options forwarded) or ``"wsol"`` (:func:`wsol_box`).
+    ``rule="wsg"`` (:func:`wsg_boxes`: ``mode="paper"`` threshold 0.5, NMS 0.3, 50 % filter, or
+    ``mode="reference"``, the released ``generate_bbox``); ``rule="wsol"`` (:func:`wsol_box`: the
+    largest contour above 0.1, of the map or, in reference mode, of its cubehelix gray).
+    ``threshold`` / ``nms_iou`` of ``None`` take the rule's defaults; NMS and the score / area
+    filters belong to the WSG rule only.
     """
-    if heatmaps.ndim != 3 or heatmaps.shape[0] != len(phrases):
-        raise ValueError(f"expected {len(phrases)} heatmaps of shape P×H×W, got {tuple(heatmaps.shape)}")
-    if rule not in ("wsg", "wsol"):
-        raise ValueError(f"unknown box rule {rule!r}; expected 'wsg' or 'wsol'")
-    extract = wsg_boxes if rule == "wsg" else wsol_box
-    per_map = [extract(heatmap, **options) for heatmap in heatmaps]
-    labels = [phrase for phrase, dets in zip(phrases, per_map) for _ in range(len(dets.scores))]
-    return Detections(boxes=torch.cat([d.boxes for d in per_map]) if per_map else torch.zeros((0, 4)),
-                      scores=torch.cat([d.scores for d in per_map]) if per_map else torch.zeros(0),
-                      phrases=labels)
+
+    rule: RuleName = "wsg"
+    mode: BoxMode = "paper"
+    threshold: float | None = None
+    nms_iou: float | None = None
+    min_score_ratio: float = 0.5
+    min_area_ratio: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.rule not in RULES:
+            raise ValueError(f"unknown box rule {self.rule!r}; expected 'wsg' or 'wsol'")
+        if self.mode not in BOX_MODES:
+            raise ValueError(f"unknown box mode {self.mode!r}; expected 'paper' or 'reference'")
+        if self.rule == "wsol" and self.nms_iou is not None:
+            raise ValueError("the WSOL rule keeps one box and has no NMS; nms_iou applies to the WSG rule only")
+
+    def detect(self, heatmap: torch.Tensor | np.ndarray) -> Detections:
+        """The boxes of one ``H×W`` heatmap."""
+        if self.rule == "wsol":
+            return wsol_box(heatmap, threshold=WSOL_THRESHOLD if self.threshold is None else self.threshold,
+                            mode=self.mode)
+        return wsg_boxes(heatmap, threshold=WSG_THRESHOLD if self.threshold is None else self.threshold,
+                         nms_iou=self.nms_iou, min_score_ratio=self.min_score_ratio, mode=self.mode,
+                         min_area_ratio=self.min_area_ratio)
+
+    def __call__(self, heatmaps: torch.Tensor, phrases: Sequence[str]) -> Detections:
+        """Boxes for a stack of ``P×H×W`` heatmaps, each box labelled with its heatmap's phrase."""
+        if heatmaps.ndim != 3 or heatmaps.shape[0] != len(phrases):
+            raise ValueError(f"expected {len(phrases)} heatmaps of shape P×H×W, got {tuple(heatmaps.shape)}")
+        per_map = [self.detect(heatmap) for heatmap in heatmaps]
+        labels = [phrase for phrase, dets in zip(phrases, per_map) for _ in range(len(dets.scores))]
+        return Detections(boxes=torch.cat([d.boxes for d in per_map]) if per_map else torch.zeros((0, 4)),
+                          scores=torch.cat([d.scores for d in per_map]) if per_map else torch.zeros(0),
+                          phrases=labels)

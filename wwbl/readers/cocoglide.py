@@ -17,7 +17,7 @@ from PIL import Image
 from torch import Tensor
 
 from wwbl.errors import AnnotationError, MissingResourceError
-from wwbl.evaluation.datasets.common import DatasetIndex, MaskSample, collect, first_existing, require_dir
+from wwbl.readers.common import DatasetIndex, MaskSample, collect, first_existing, require_dir
 
 HINT = "Get CocoGlide.zip from the TruFor README (grip-unina/TruFor) and unzip it"
 _MASK = re.compile(r"^(?P<label>.+)_(?P<cocoid>\d+)_mask\.png$")

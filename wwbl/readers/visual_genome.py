@@ -1,11 +1,14 @@
-"""Visual Genome test split of MultiGrounding (as used by WWbL, notes §5 and §6.1).
+"""Visual Genome in the MultiGrounding layout: the one reader of its split file and region
+descriptions, for the WWbL test protocol (notes §5 and §6.1) and for training phrases
+(``parse_region_descriptions``, used by ``wwbl.data.VisualGenomeRegions``).
 
 Files (under ``root``):
 
 * ``VG_Annotations/region_descriptions.json`` — raw VG v1.2: a list of
   ``{"id": image id, "regions": [{"region_id", "image_id", "phrase", "x", "y", "width", "height"}, …]}``;
 * ``VG_Annotations/data_splits.pickle`` — MultiGrounding's split, a dict with ``"train"`` and
-  ``"test"`` lists of image ids (builtins-only unpickler; ``data_splits.json`` accepted instead);
+  ``"test"`` lists of image ids (builtins-only unpickler; ``data_splits.json`` accepted instead;
+  ``read_split_file`` also takes a JSON list or a text file of ids);
 * optional ``VG_Annotations/image_data.json`` (VG's ``[{"image_id"|"id", "width", "height"}]``) for
   image sizes; otherwise the sizes come from the image headers;
 * images ``VG_Images/<id>.jpg``.
@@ -20,8 +23,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from wwbl.boxes import from_coco_xywh
 from wwbl.errors import AnnotationError
-from wwbl.evaluation.datasets.common import (
+from wwbl.readers.common import (
     DatasetIndex,
     GroundingSample,
     box_tensor,
@@ -33,7 +37,7 @@ from wwbl.evaluation.datasets.common import (
     pickle_or_json,
     read_json,
     read_pickle_or_json,
-    require_file,
+    read_split_ids,
 )
 
 HINT = ("Get region_descriptions.json (and image_data.json) from visualgenome.org, data_splits.pickle from "
@@ -54,18 +58,76 @@ def _image_sizes(ann_dir: Path) -> dict[str, tuple[int, int]]:
     return sizes
 
 
-def _split_ids(ann_dir: Path, split: str) -> set[str]:
-    splits = read_pickle_or_json(pickle_or_json(ann_dir, "data_splits"), "MultiGrounding VG split")
-    if not isinstance(splits, dict) or split not in splits:
-        raise AnnotationError(f"MultiGrounding VG split file in '{ann_dir}' has no key {split!r}")
-    return {str(i) for i in splits[split]}
+def _to_ids(values: Any, path: Path) -> list[int]:
+    try:
+        return [int(v) for v in values]
+    except (TypeError, ValueError) as err:
+        raise AnnotationError(f"split file '{path}' must list integer image ids: {err}") from err
+
+
+def read_split_file(path: str | Path, split: str) -> list[int]:
+    """Image ids of ``split`` from a MultiGrounding pickle, a JSON file (a dict of split name → ids,
+    or one list of ids) or a text file of ids (one per line)."""
+    path = Path(path)
+    ext = path.suffix.lower()
+    if ext == ".txt":
+        return _to_ids(read_split_ids(path, "split file"), path)
+    if ext not in (".pickle", ".pkl", ".json"):
+        raise AnnotationError(f"split file '{path}' must be .pickle/.pkl, .json or .txt")
+    data = read_pickle_or_json(path, "MultiGrounding VG split")
+    if isinstance(data, dict):
+        if split not in data:
+            raise AnnotationError(f"split file '{path}' has no split '{split}' (has {sorted(map(str, data))})")
+        data = data[split]
+    if not isinstance(data, (list, tuple, set)):
+        raise AnnotationError(f"split file '{path}' must hold a list of image ids (or a dict of such lists)")
+    return _to_ids(data, path)
+
+
+def entry_image_id(entry: Any) -> str | None:
+    """The image id of one region_descriptions.json entry (``id`` or ``image_id``), if any."""
+    key = entry.get("id", entry.get("image_id")) if isinstance(entry, dict) else None
+    return None if key is None else str(key)
+
+
+def read_region_descriptions(path: str | Path) -> list[Any]:
+    """The per-image entries of VG's region_descriptions.json."""
+    entries = read_json(path, "Visual Genome region descriptions", HINT)
+    if not isinstance(entries, list):
+        raise AnnotationError(f"'{path}' must hold a list of per-image entries (VG region_descriptions.json)")
+    return entries
+
+
+def parse_region_descriptions(entries: list[Any], path: str | Path, max_words: int) -> tuple[dict[int, list[str]], int]:
+    """Training phrases: ``(image id → lowercased phrases, number dropped for length or emptiness)``.
+
+    As the released code, phrases with ``max_words`` or more words are not used; a malformed entry
+    fails the whole file (training data is not silently thinned)."""
+    phrases: dict[int, list[str]] = {}
+    dropped = 0
+    try:
+        for entry in entries:
+            image_id = entry_image_id(entry)
+            if image_id is None:
+                raise KeyError("id")
+            kept = []
+            for region in entry["regions"]:
+                words = str(region["phrase"]).lower().split()
+                if 0 < len(words) < max_words:
+                    kept.append(" ".join(words))
+                else:
+                    dropped += 1
+            phrases[int(image_id)] = kept
+    except (KeyError, TypeError, ValueError) as err:
+        raise AnnotationError(f"malformed entry in '{path}': {err!r}") from err
+    return phrases, dropped
 
 
 def region_box(region: Any, where: str) -> tuple[str, Any]:
     """``(phrase, [x, y, x + w, y + h])`` of one VG region; AnnotationError if malformed."""
     try:
-        x, y, w, h = (float(region[k]) for k in ("x", "y", "width", "height"))
-        return region["phrase"], box_tensor([x, y, x + w, y + h], where)
+        xywh = [float(region[k]) for k in ("x", "y", "width", "height")]
+        return region["phrase"], box_tensor(from_coco_xywh(xywh), where)
     except (KeyError, TypeError, ValueError) as err:
         raise AnnotationError(f"{where}: needs phrase, x, y, width, height") from err
 
@@ -76,11 +138,9 @@ def load_visual_genome(root: str | Path, split: str = "test", min_area_fraction:
     """Load the MultiGrounding VG split (see the module docstring for layout and protocol)."""
     root = Path(root)
     ann_dir = first_existing([root / "VG_Annotations", root], "Visual Genome annotations directory", HINT)
-    wanted = _split_ids(ann_dir, split)
-    regions_file = require_file(ann_dir / "region_descriptions.json", "Visual Genome region descriptions", HINT)
-    entries = read_json(regions_file, "Visual Genome region descriptions")
-    if not isinstance(entries, list):
-        raise AnnotationError(f"'{regions_file}' must hold a list of images")
+    wanted = {str(i) for i in read_split_file(pickle_or_json(ann_dir, "data_splits"), split)}
+    regions_file = ann_dir / "region_descriptions.json"
+    entries = read_region_descriptions(regions_file)
     sizes = _image_sizes(ann_dir)
     image_root = Path(images_dir) if images_dir else first_existing(
         [root / "VG_Images", root / "images"], "Visual Genome images directory", HINT)
@@ -88,11 +148,11 @@ def load_visual_genome(root: str | Path, split: str = "test", min_area_fraction:
 
     def keyed() -> Any:
         for index, entry in enumerate(entries):
-            key = entry.get("id", entry.get("image_id")) if isinstance(entry, dict) else None
+            key = entry_image_id(entry)
             if key is None:
                 skipped.append(f"'{regions_file}' entry {index}: no image id")
-            elif str(key) in wanted:
-                yield str(key), entry
+            elif key in wanted:
+                yield key, entry
 
     def build(image_id: str, entry: dict) -> list[GroundingSample]:
         path = image_root / f"{image_id}.jpg"

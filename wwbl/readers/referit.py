@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from wwbl.errors import AnnotationError
-from wwbl.evaluation.datasets.common import (
+from wwbl.readers.common import (
     DatasetIndex,
     GroundingSample,
     box_tensor,

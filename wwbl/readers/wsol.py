@@ -1,13 +1,10 @@
-"""WSOL benchmarks in their publishers' layouts: CUB-200-2011, Stanford Cars, Stanford Dogs, ImageNet val.
+"""WSOL benchmarks in their publishers' layouts: Stanford Cars, Stanford Dogs, ImageNet val (CUB-200-2011
+is read by :mod:`wwbl.readers.cub`).
 
 Boxes are kept in the coordinates the publishers store (pixel indices, no offset); each loader
 returns :class:`WSOLSample` items and the dataset's class list (``DatasetIndex.class_names``,
 index = ``label``; each entry holds the class's names, synonyms after the first).
 
-* **CUB-200-2011** (``root`` or ``root/CUB_200_2011``): ``images.txt`` (``id path``),
-  ``bounding_boxes.txt`` (``id x y w h``), ``train_test_split.txt`` (``id is_train``),
-  ``image_class_labels.txt`` (``id class``, 1-based), ``classes.txt`` (``class 001.Black_footed_Albatross``),
-  ``images/<path>``. ``test`` = ``is_train == 0`` (5,794 images).
 * **Stanford Cars**: ``cars_test_annos_withlabels.mat`` (or ``devkit/cars_train_annos.mat`` for
   ``train``) with the struct ``annotations`` (``bbox_x1, bbox_y1, bbox_x2, bbox_y2, class, fname``),
   ``devkit/cars_meta.mat`` (``class_names``), images ``cars_test/`` / ``cars_train/``.
@@ -25,9 +22,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from scipy.io import loadmat
 
 from wwbl.errors import AnnotationError
-from wwbl.evaluation.datasets.common import (
+from wwbl.readers.common import (
     DatasetIndex,
     WSOLSample,
     box_tensor,
@@ -38,67 +36,10 @@ from wwbl.evaluation.datasets.common import (
 )
 
 
-# ----------------------------------------------------------------------------- CUB
-
-
-def _read_table(path: Path, what: str, columns: int) -> dict[str, list[str]]:
-    """``id → remaining fields`` of a whitespace table; a short line is an AnnotationError."""
-    require_file(path, what, "Get CUB_200_2011.tgz from the Caltech-UCSD Birds site")
-    table = {}
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        fields = line.split()
-        if not fields:
-            continue
-        if len(fields) < columns:
-            raise AnnotationError(f"'{path}' line {number}: expected {columns} fields, got {line!r}")
-        table[fields[0]] = fields[1:]
-    return table
-
-
-def cub_class_name(folder: str) -> str:
-    """``'001.Black_footed_Albatross'`` → ``'black footed albatross'``."""
-    return folder.split(".", 1)[-1].replace("_", " ").lower()
-
-
-def load_cub(root: str | Path, split: str = "test") -> DatasetIndex[WSOLSample]:
-    """CUB-200-2011 boxes (see the module docstring)."""
-    root = first_existing([Path(root) / "CUB_200_2011", Path(root)], "CUB-200-2011 directory")
-    if split not in ("train", "test"):
-        raise ValueError(f"unknown CUB split {split!r}; expected train or test")
-    images = _read_table(root / "images.txt", "CUB images.txt", 2)
-    boxes = _read_table(root / "bounding_boxes.txt", "CUB bounding_boxes.txt", 5)
-    is_train = _read_table(root / "train_test_split.txt", "CUB train_test_split.txt", 2)
-    labels = _read_table(root / "image_class_labels.txt", "CUB image_class_labels.txt", 2)
-    classes = _read_table(root / "classes.txt", "CUB classes.txt", 2)
-    class_ids = sorted(classes, key=int)
-    class_names = [(cub_class_name(classes[c][0]),) for c in class_ids]
-    index_of = {c: i for i, c in enumerate(class_ids)}
-    wanted = "1" if split == "train" else "0"
-    skipped: list[str] = []
-
-    def build(image_id: str, path: list[str]) -> list[WSOLSample]:
-        where = f"CUB image {image_id}"
-        if image_id not in boxes or image_id not in labels or labels[image_id][0] not in index_of:
-            raise AnnotationError(f"{where}: missing box or class label")
-        try:
-            x, y, w, h = (float(v) for v in boxes[image_id][:4])
-        except ValueError as err:
-            raise AnnotationError(f"{where}: invalid box {boxes[image_id]}") from err
-        label = index_of[labels[image_id][0]]
-        return [WSOLSample(image_id=image_id, image_path=root / "images" / path[0], size_hw=None, label=label,
-                           class_names=class_names[label], gt_boxes=box_tensor([x, y, x + w, y + h], where))]
-
-    items = ((i, p) for i, p in images.items() if is_train.get(i, ["?"])[0] == wanted)
-    samples = collect(items, build, skipped)
-    return DatasetIndex(name="cub", split=split, samples=samples, skipped=skipped, class_names=class_names)
-
-
 # ----------------------------------------------------------------------------- .mat helpers
 
 
 def _loadmat(path: Path, what: str, hint: str) -> dict[str, Any]:
-    from scipy.io import loadmat
-
     require_file(path, what, hint)
     try:
         return loadmat(str(path), squeeze_me=True)

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from wwbl.errors import AnnotationError
-from wwbl.evaluation.datasets.common import (
+from wwbl.readers.common import (
     DatasetIndex,
     GroundingSample,
     box_tensor,
@@ -36,6 +36,7 @@ from wwbl.evaluation.datasets.common import (
     make_phrase,
     require_file,
 )
+from wwbl.readers.flickr30k import parse_sentences
 
 HINT = "Get ds_csv_ann from the ZSGNet DATA_README (TheShadow29/zsgnet-pytorch) and the Flickr30k / VG images"
 
@@ -78,8 +79,6 @@ def parse_bbox(text: str, where: str) -> Any:
 
 
 def _other_phrases(sentences_dir: Path, image_id: str) -> set[str]:
-    from wwbl.evaluation.datasets.flickr30k import parse_sentences
-
     mentions = parse_sentences(sentences_dir / f"{image_id}.txt")
     return {phrase for sentence in mentions for _, phrase, types in sentence if "other" in types}
 

@@ -25,7 +25,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from wwbl.errors import AnnotationError
-from wwbl.evaluation.datasets.common import (
+from wwbl.readers.common import (
     DatasetIndex,
     GroundingSample,
     box_tensor,

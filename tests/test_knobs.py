@@ -1,0 +1,93 @@
+"""One object per knob through every door: the box rule's threshold and NMS flags reach the rule in
+infer.py and ``python -m wwbl.evaluation``, and both CLIs take the same WWbL pipeline flags."""
+import importlib.util
+from pathlib import Path
+
+import pytest
+import torch
+
+from wwbl.box_rules import BoxRule
+from wwbl.evaluation.__main__ import build_parser, settings_from_args
+from wwbl.evaluation.evaluate import box_function
+from wwbl.inference.captioner import CaptionSettings
+from wwbl.inference.options import WWbLOptions
+from wwbl.inference.proposals import ProposalGenerator
+
+ROOT = Path(__file__).resolve().parents[1]
+EVAL_BASE = ["--dataset", "flickr30k", "--root", "data", "--method", "gae", "--out", "runs/x"]
+WSOL_BASE = ["--dataset", "cub", "--root", "data", "--method", "gae", "--out", "runs/x"]
+PIPELINE_FLAGS = ["--ss-encoding", "uint8_bgr", "--max-proposals", "7", "--cluster-threshold", "0.6",
+                  "--min-cluster-size", "3", "--num-beams", "2", "--max-caption-length", "12",
+                  "--caption-chunk", "5", "--reference-crops"]
+
+
+@pytest.fixture(scope="module")
+def infer():
+    spec = importlib.util.spec_from_file_location("wwbl_infer_knobs", ROOT / "infer.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def two_blobs() -> torch.Tensor:
+    """A 1.0 blob (box x 5..25, y 5..25) and a 0.6 blob (box x 50..80, y 30..50)."""
+    heat = torch.zeros(60, 90)
+    heat[5:25, 5:25] = 1.0
+    heat[30:50, 50:80] = 0.6
+    return heat
+
+
+def blob_in_an_l() -> torch.Tensor:
+    """An L (value 1, box 0..40 square) around a separate 0.9 blob (box x 15..35, y 5..25): their boxes
+    overlap with IoU 400/1600 = 0.25; box means 0.9 (blob) and (700 + 400·0.9)/1600 = 0.6625 (L)."""
+    heat = torch.zeros(60, 90)
+    heat[0:40, 0:10] = 1.0
+    heat[30:40, 0:40] = 1.0
+    heat[5:25, 15:35] = 0.9
+    return heat
+
+
+def boxes(rule, heatmap) -> list[list[float]]:
+    return rule(heatmap).boxes.tolist()
+
+
+def test_the_crafted_maps_answer_to_threshold_and_nms():
+    assert boxes(BoxRule(threshold=0.1).detect, two_blobs()) == [[5, 5, 25, 25], [50, 30, 80, 50]]
+    assert boxes(BoxRule(threshold=0.99).detect, two_blobs()) == [[5, 5, 25, 25]]
+    assert boxes(BoxRule().detect, blob_in_an_l()) == [[15, 5, 35, 25], [0, 0, 40, 40]]  # NMS 0.3 keeps both
+    assert boxes(BoxRule(nms_iou=0.2).detect, blob_in_an_l()) == [[15, 5, 35, 25]]
+    with pytest.raises(ValueError, match="NMS"):
+        BoxRule(rule="wsol", nms_iou=0.2)
+
+
+@pytest.mark.parametrize("flags, heatmap, expected", [
+    (["--box-threshold", "0.1"], two_blobs(), [[5, 5, 25, 25], [50, 30, 80, 50]]),
+    (["--box-threshold", "0.99"], two_blobs(), [[5, 5, 25, 25]]),
+    (["--box-nms-iou", "0.2"], blob_in_an_l(), [[15, 5, 35, 25]]),
+])
+def test_box_flags_reach_the_rule_in_both_clis(infer, flags, heatmap, expected):
+    infer_args = infer.parse_args(["--image", "x.png"] + flags)
+    eval_settings = settings_from_args(build_parser().parse_args(["wsg", *EVAL_BASE, "--boxes", "wsg", *flags]))
+    through_eval = box_function(eval_settings, extractor=object())
+    assert boxes(infer.box_rule_from_args(infer_args).detect, heatmap) == expected
+    assert boxes(through_eval, heatmap) == expected
+
+
+def test_wsol_threshold_flag_reaches_the_wsol_rule():
+    heat = two_blobs()
+    settings = settings_from_args(build_parser().parse_args(["wsol", *WSOL_BASE, "--box-threshold", "0.7"]))
+    assert settings.box_rule("wsol") == BoxRule(rule="wsol", threshold=0.7)
+    # The largest contour above 0.1 is the 0.6 blob (600 px); above 0.7 only the 1.0 blob is left.
+    assert boxes(box_function(settings, extractor=object()), heat) == [[5, 5, 25, 25]]
+    default = settings_from_args(build_parser().parse_args(["wsol", *WSOL_BASE]))
+    assert boxes(box_function(default, extractor=object()), heat) == [[50, 30, 80, 50]]
+
+
+def test_the_wwbl_evaluation_takes_the_pipeline_flags_of_infer(infer):
+    expected = WWbLOptions(proposals=ProposalGenerator(encoding="uint8_bgr", max_proposals=7),
+                           caption=CaptionSettings(num_beams=2, max_length=12, chunk_size=5, reference_crop_size=224),
+                           cluster_threshold=0.6, min_cluster_size=3)
+    from_infer = infer.pipeline_options_from_args(infer.parse_args(["--image", "x.png", *PIPELINE_FLAGS]))
+    from_eval = settings_from_args(build_parser().parse_args(["wwbl", *EVAL_BASE, *PIPELINE_FLAGS])).pipeline
+    assert from_infer == expected and from_eval == expected
+    assert settings_from_args(build_parser().parse_args(["wwbl", *EVAL_BASE])).pipeline == WWbLOptions()
