@@ -14,11 +14,11 @@ Rules
   code: min-max normalise, cubehelix gray (as the reference WSG mode), keep gray above
   ``int(0.1·max(gray))``, all contours (``RETR_TREE``), the bounding rectangle of the contour with
   the largest ``cv2.contourArea`` (first one on ties). Without any contour it gives no box, as
-  paper mode (the notes do not record the released code's fallback).
+  paper mode (REFERENCE.md W§2.3 records no fallback of the released code).
 * :func:`wsg_boxes` with ``mode="paper"`` — WSG as the paper states: zero pixels not above 0.5, a
   box per (outer) contour scored by the mean of the map inside it, NMS at IoU 0.3 on xyxy boxes,
   drop boxes scoring under 50 % of the best.
-* :func:`wsg_boxes` with ``mode="reference"`` — ``generate_bbox`` of the released code (notes §6.4):
+* :func:`wsg_boxes` with ``mode="reference"`` — ``generate_bbox`` of the released code (REFERENCE.md W§6.4):
   min-max normalise, cubehelix colour map → gray, ``THRESH_TOZERO`` at 0.5·max(gray), all contours
   (``RETR_TREE``, holes included), confidence = mean thresholded gray in the box / 255, NMS at IoU
   0.05 on boxes passed as ``(x, y, w, h)`` (the released code's bug, reproduced), keep

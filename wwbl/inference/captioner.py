@@ -1,6 +1,6 @@
 """BLIP captioner (Algorithm 1, line 3) through transformers' ``BlipForConditionalGeneration``.
 
-Defaults follow the reference (notes §7 item 5): prompt ``"a picture of "`` (stripped from the
+Defaults follow the reference (REFERENCE.md W§7 item 5): prompt ``"a picture of "`` (stripped from the
 output), beam search with 3 beams, length 5–30 tokens (prompt included, as BLIP counts it),
 crops captioned in chunks of 120. Preprocessing is the BLIP processor's own (bicubic resize to the
 captioner's image size, CLIP mean/std).

@@ -1,7 +1,7 @@
 """Community detection over caption embeddings (Algorithm 1, line 5).
 
 Semantics of ``sentence_transformers.util.community_detection`` **v2.2.0**, the version the
-reference pins (notes §7 item 7):
+reference pins (REFERENCE.md W§7 item 7):
 
 * ``C = cos(E, E)``; item ``i`` seeds a community when its ``min_size``-th largest similarity
   (itself included) is ``>= threshold``;
@@ -11,7 +11,7 @@ reference pins (notes §7 item 7):
   whole (newer sentence-transformers trim the taken members instead — not done here).
 
 The representative phrase of a community is the member nearest (by dot product) to the
-L2-normalised mean of the members' normalised embeddings (notes §7 item 8).
+L2-normalised mean of the members' normalised embeddings (REFERENCE.md W§7 item 8).
 """
 from __future__ import annotations
 

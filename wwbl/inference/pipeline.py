@@ -123,7 +123,7 @@ class WWbLPipeline:
 
 
 class IterativeWWbL:
-    """The selective-search-free variant (paper Appendix A; the reference's ver1 "algorithm 2", notes §7.2).
+    """The selective-search-free variant (paper Appendix A; the reference's ver1 "algorithm 2", REFERENCE.md W§7.2).
 
     Per image, up to ``max_iterations`` steps, batched across the images still running:
 

@@ -1,6 +1,6 @@
 """Region proposals for WWbL (Algorithm 1, line 2): selective search plus grid boxes.
 
-As the reference (notes §7 items 1–3), proposals are computed in a square *working frame*
+As the reference (REFERENCE.md W§7 items 1–3), proposals are computed in a square *working frame*
 (224×224 by default) and mapped back to the original image frame as ``xyxy`` floats:
 
 * OpenCV-contrib selective search, fast mode, ``base_k = inc_k = 150``, ``sigma = 0.8``.

@@ -1,4 +1,4 @@
-"""CocoGlide (TruFor, CVPR 2023) for the poster's mask study (notes §8).
+"""CocoGlide (TruFor, CVPR 2023) for the poster's mask study (REFERENCE.md E§8).
 
 Files (``root`` or ``root/CocoGlide``): ``fake/glide_inpainting_val2017_<cocoid>_up.png`` (the 512
 GLIDE-inpainted images), ``mask/<category>_<cocoid>_mask.png`` (binary masks of the inpainted

@@ -10,7 +10,7 @@ Files (under ``root``; the reference's nesting ``flickr30k_entities/…`` and
 * ``Sentences/<id>.txt`` — five sentences, mentions written ``[/EN#<entity id>/<type>[/<type>…] words]``;
 * images ``<id>.jpg``.
 
-Protocol (reference, notes §6.1): one sample per entity that has boxes and at least one mention;
+Protocol (reference, REFERENCE.md W§6.1): one sample per entity that has boxes and at least one mention;
 ``phrases`` = every mention across the five sentences (lowercased, in order, repeats kept);
 ``gt_boxes`` = all the entity's boxes (the metrics use their **union**); coordinates get −1
 (0-based, as the reference); the entity is kept only if its **first** box covers more than

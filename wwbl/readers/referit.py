@@ -8,7 +8,7 @@ Files (under ``root``):
   accepted instead.
 * images ``ReferIt_Images/<id // 1000 as two digits>/images/<id>.jpg`` (the SAIAPR TC-12 layout).
 
-Protocol (reference, notes §6.1): one sample per query; boxes covering at most
+Protocol (reference, REFERENCE.md W§6.1): one sample per query; boxes covering at most
 ``min_area_fraction`` (5 %) of the image are dropped, and a query with no box left is dropped.
 The image size comes from the image header. The reference gave ReferIt queries a single
 ``"image of "`` prefix at evaluation time (an extractor option here); ``text_prefix`` adds one in

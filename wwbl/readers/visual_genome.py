@@ -1,5 +1,5 @@
 """Visual Genome in the MultiGrounding layout: the one reader of its split file and region
-descriptions, for the WWbL test protocol (notes §5 and §6.1) and for training phrases
+descriptions, for the WWbL test protocol (REFERENCE.md W§5 and W§6.1) and for training phrases
 (``parse_region_descriptions``, used by ``wwbl.data.VisualGenomeRegions``).
 
 Files (under ``root``):
