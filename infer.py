@@ -4,7 +4,8 @@
     python infer.py --image "data/*.jpg" --phrase "a dog" --phrase "a red ball" --checkpoint exported_g/
 
 Writes per image ``<name>.json``, ``<name>_overlay.png`` and ``<name>_heatmaps.npy``, plus
-``coco_results.json`` for the run and ``failures.json`` listing skipped images. A bad image is
+``coco_results.json`` for the run (ids from ``--coco-gt`` when given; see wwbl.inference.coco_results)
+and ``failures.json`` listing skipped images. A bad image is
 reported and skipped; the exit code is non-zero only if every image failed.
 """
 from __future__ import annotations
@@ -27,7 +28,8 @@ from wwbl.inference.options import (
     box_rule_from_args,
     pipeline_options_from_args,
 )
-from wwbl.inference.outputs import coco_records, write_coco_results, write_image_outputs
+from wwbl.inference.coco_results import CocoIds, coco_records, write_coco_results
+from wwbl.inference.outputs import write_image_outputs
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 
@@ -51,6 +53,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--device", default="cpu")
     p.add_argument("--batch-size", type=int, default=8, help="images processed together")
     p.add_argument("--out", default="wwbl_output", help="output folder")
+    p.add_argument("--coco-gt", default=None, help="COCO ground-truth JSON: coco_results.json takes its image ids "
+                                                   "(by file name) and category ids (by phrase)")
     p.add_argument("--quiet", action="store_true", help="no per-image summary lines")
     return p.parse_args(argv)
 
@@ -132,14 +136,12 @@ def summary_line(path: Path, result) -> str:
     return f"{path.name}: {found or 'nothing found'}"
 
 
-def image_id(stem: str) -> int | str:
-    return int(stem) if stem.isdigit() else stem
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         paths = collect_images(args.image)
+        coco_ids = CocoIds.from_ground_truth(args.coco_gt) if args.coco_gt else CocoIds()
+        image_ids = {path: coco_ids.image_id(path, stem) for path, stem in zip(paths, unique_stems(paths))}
         model = build_model(args)
         if not args.phrase:
             model.load_captioner()  # missing BLIP weights fail before any image is processed
@@ -161,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
                 write_image_outputs(out, stem, image, result, str(path))
                 if not args.quiet:
                     tqdm.write(summary_line(path, result))
-                coco += coco_records(result, image_id(stem))
+                coco += coco_records(result, image_ids[path], coco_ids)
                 written += 1
             bar.update(len(batch))
     write_coco_results(out / "coco_results.json", coco)

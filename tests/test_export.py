@@ -150,12 +150,13 @@ def _reference_g(state, images01, text):
 
 
 @pytest.mark.skipif(not (SHIPPED_G / "config.json").is_file(), reason="shipped checkpoints/shapes_g is absent")
-def test_shipped_format_1_export_loads_with_the_reference_forward():
+def test_shipped_export_without_backbone_option_loads_with_the_reference_forward():
     """checkpoints/shapes_g was written before GroundingNet had a ``backbone`` option."""
     config = json.loads((SHIPPED_G / "config.json").read_text())
-    assert config["format_version"] == 1 and "backbone" not in config["kwargs"]
+    assert config["format_version"] == 2 and "backbone" not in config["kwargs"]
     net, loaded_config = load_grounding_net(str(SHIPPED_G))
-    assert loaded_config == config and net.config()["backbone"] == "vgg16"
+    assert loaded_config["clip"]["checkpoint"] == str(SHIPPED_G.parent / "shapes_clip")
+    assert {**loaded_config, "clip": config["clip"]} == config and net.config()["backbone"] == "vgg16"
     state = load_file(str(SHIPPED_G / "model.safetensors"))
     assert set(net.state_dict()) == set(state)
     torch.manual_seed(0)

@@ -1,12 +1,16 @@
 """The one box format of wwbl and converters at the edges.
 
 Inside wwbl a box is absolute-pixel `xyxy` (float) in the original image frame and every box has
-a score. COCO `xywh` and normalised coordinates exist only at input/output boundaries.
+a score. COCO `xywh` and normalised coordinates exist only at input/output boundaries, and so do
+the layouts of other libraries (`Detections.to_transformers`, `Detections.to_supervision`).
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -43,6 +47,41 @@ class Detections:
                 record["phrase"] = self.phrases[i]
             records.append(record)
         return records
+
+    def class_ids(self, labels: Sequence[str] | None = None) -> tuple[Tensor, dict[int, str]]:
+        """Per box the index of its phrase in ``labels`` (int64), and that index → phrase mapping.
+
+        ``labels`` defaults to the phrases in order of first appearance; pass e.g. a result's
+        ``phrases`` for ids that do not depend on which phrases were found. Without phrases every box is "".
+        """
+        phrases = self.phrases if self.phrases is not None else [""] * len(self)
+        names = list(dict.fromkeys(phrases)) if labels is None else list(labels)
+        index = {name: i for i, name in enumerate(names)}
+        unknown = sorted(set(phrases) - set(index))
+        if unknown:
+            raise ValueError(f"phrases {unknown} are not among the labels {names}")
+        return torch.tensor([index[p] for p in phrases], dtype=torch.int64), dict(enumerate(names))
+
+    def to_transformers(self, labels: Sequence[str] | None = None) -> tuple[dict[str, Tensor], dict[int, str]]:
+        """One image's entry of transformers' ``post_process_object_detection`` and its ``id2label``.
+
+        ``{"scores": (N,) float, "labels": (N,) int64, "boxes": (N, 4) absolute xyxy}``; labels as `class_ids`.
+        """
+        ids, id2label = self.class_ids(labels)
+        return {"scores": self.scores.clone(), "labels": ids, "boxes": self.boxes.clone()}, id2label
+
+    def to_supervision(self, labels: Sequence[str] | None = None) -> Any:
+        """A ``supervision.Detections``: ``xyxy``, ``confidence``, ``class_id`` (as `class_ids`) and the
+        phrases in ``data["class_name"]``, as supervision's own converters fill it."""
+        try:
+            import supervision  # optional: only this converter needs it
+        except ImportError as error:
+            raise ImportError("Detections.to_supervision needs supervision: pip install supervision") from error
+        ids, id2label = self.class_ids(labels)
+        names = np.array([id2label[i] for i in ids.tolist()], dtype=str)
+        return supervision.Detections(xyxy=self.boxes.detach().cpu().numpy(),
+                                      confidence=self.scores.detach().cpu().numpy(),
+                                      class_id=ids.numpy(), data={"class_name": names})
 
 
 def union_box(boxes: Tensor) -> Tensor:

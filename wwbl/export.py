@@ -12,7 +12,11 @@ tensors and primitive containers.
      "clip": {"model": ..., "pretrained": ..., "checkpoint": ...},
      "text_prefix": "", ...extra}
 
-Usage: ``python -m wwbl.export --ckpt run/last.ckpt --out exported_g/``.
+A local CLIP ``checkpoint`` is recorded relative to the export folder (format 2), or embedded as
+``clip/`` inside it (``--embed-clip``), so an export loads from any working directory; format-1
+exports recorded it relative to the working directory and are still read (see `resolve_clip_checkpoint`).
+
+Usage: ``python -m wwbl.export --ckpt run/last.ckpt --out exported_g/ [--embed-clip]``.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 from typing import Any
 
 import torch
@@ -30,17 +35,23 @@ from wwbl.errors import AnnotationError, MissingResourceError
 from wwbl.networks import architecture_name, build_network
 
 FORMAT = "wwbl-g"
-FORMAT_VERSION = 1
+# 2: a relative CLIP checkpoint is relative to the export folder (1: to the working directory).
+FORMAT_VERSION = 2
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
+EMBEDDED_CLIP = "clip"  # the folder inside an export that holds embedded CLIP weights
 NET_PREFIX = "net."
 # Checkpoint entry (JSON-able dict) in which WWbLModule records how to rebuild and export g.
 CHECKPOINT_KEY = "wwbl_export"
 
 
 def export_grounding_net(model: nn.Module, path_dir: str, clip_spec: dict[str, Any],
-                         extra: dict[str, Any] | None = None) -> str:
-    """Write ``model`` (a GroundingNet or WSOLUNet) to ``path_dir``; returns the directory."""
+                         extra: dict[str, Any] | None = None, embed_clip: bool = False) -> str:
+    """Write ``model`` (a GroundingNet or WSOLUNet) to ``path_dir``; returns the directory.
+
+    A local CLIP checkpoint in ``clip_spec`` (a path valid from the working directory) is recorded
+    relative to ``path_dir``, or with ``embed_clip`` copied into ``path_dir/clip``.
+    """
     config: dict[str, Any] = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -55,6 +66,8 @@ def export_grounding_net(model: nn.Module, path_dir: str, clip_spec: dict[str, A
         config[key] = value
     json.dumps(config)  # fail before writing anything if a value is not JSON-able
     os.makedirs(path_dir, exist_ok=True)
+    if config["clip"].get("checkpoint"):
+        config["clip"]["checkpoint"] = _record_clip_checkpoint(config["clip"]["checkpoint"], path_dir, embed_clip)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     save_file(state, os.path.join(path_dir, WEIGHTS_FILE), metadata={"format": FORMAT})
     with open(os.path.join(path_dir, CONFIG_FILE), "w", encoding="utf-8") as f:
@@ -62,8 +75,46 @@ def export_grounding_net(model: nn.Module, path_dir: str, clip_spec: dict[str, A
     return path_dir
 
 
+def _record_clip_checkpoint(checkpoint: str, path_dir: str, embed: bool) -> str:
+    """How the export names its CLIP weights: a path relative to ``path_dir`` (after copying them in when ``embed``)."""
+    source = os.path.abspath(checkpoint)
+    if embed:
+        if not os.path.exists(source):
+            raise MissingResourceError(f"CLIP checkpoint '{checkpoint}' not found, so it cannot be embedded")
+        name = EMBEDDED_CLIP if os.path.isdir(source) else f"{EMBEDDED_CLIP}/{os.path.basename(source)}"
+        target = os.path.join(os.path.abspath(path_dir), name)
+        if target != source:  # re-saving an export into its own folder leaves its embedded CLIP as it is
+            if os.path.isdir(source):
+                shutil.copytree(source, target, dirs_exist_ok=True)
+            else:
+                os.makedirs(os.path.dirname(target), exist_ok=True)
+                shutil.copy2(source, target)
+        return name
+    try:
+        return os.path.relpath(source, os.path.abspath(path_dir)).replace(os.sep, "/")
+    except ValueError:  # another drive (Windows): no relative path exists
+        return source
+
+
+def resolve_clip_checkpoint(checkpoint: str | None, path_dir: str, format_version: int) -> str | None:
+    """The export's CLIP checkpoint as a path usable from the working directory.
+
+    Format 2 records it relative to the export folder. Format 1 recorded it relative to the working
+    directory of the export; it is taken from there when it exists, else relative to the export.
+    """
+    if not checkpoint or os.path.isabs(checkpoint):
+        return checkpoint
+    beside_export = os.path.normpath(os.path.join(os.path.abspath(path_dir), checkpoint))
+    if format_version < 2 and (os.path.exists(checkpoint) or not os.path.exists(beside_export)):
+        return os.path.abspath(checkpoint)
+    return beside_export
+
+
 def read_export_config(path_dir: str) -> dict[str, Any]:
-    """Read and validate ``config.json`` of an exported g."""
+    """Read and validate ``config.json`` of an exported g.
+
+    ``clip.checkpoint`` comes back resolved (`resolve_clip_checkpoint`), usable from any working directory.
+    """
     config_path = os.path.join(path_dir, CONFIG_FILE)
     if not os.path.isfile(config_path):
         raise MissingResourceError(f"exported network config '{config_path}' not found; "
@@ -81,6 +132,9 @@ def read_export_config(path_dir: str) -> dict[str, Any]:
     for key in ("architecture", "kwargs", "clip"):
         if key not in config:
             raise AnnotationError(f"'{config_path}' lacks the required entry '{key}'")
+    config["clip"] = dict(config["clip"])
+    config["clip"]["checkpoint"] = resolve_clip_checkpoint(config["clip"].get("checkpoint"), path_dir,
+                                                           config.get("format_version", 0))
     return config
 
 
@@ -105,8 +159,11 @@ def network_state_from_checkpoint(ckpt: dict[str, Any]) -> dict[str, torch.Tenso
     return net_state
 
 
-def export_from_lightning_checkpoint(ckpt_path: str, out_dir: str) -> str:
-    """Convert a WWbLModule ``.ckpt`` into the safetensors + JSON export (no unpickling)."""
+def export_from_lightning_checkpoint(ckpt_path: str, out_dir: str, embed_clip: bool = False) -> str:
+    """Convert a WWbLModule ``.ckpt`` into the safetensors + JSON export (no unpickling).
+
+    A relative CLIP checkpoint in the ``.ckpt`` is taken relative to the working directory.
+    """
     if not os.path.isfile(ckpt_path):
         raise MissingResourceError(f"checkpoint '{ckpt_path}' not found")
     ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
@@ -117,7 +174,7 @@ def export_from_lightning_checkpoint(ckpt_path: str, out_dir: str) -> str:
     net = build_network(spec["architecture"], pretrained_backbone=False, **spec["kwargs"])
     net.load_state_dict(network_state_from_checkpoint(ckpt))
     extra = {k: v for k, v in spec.items() if k not in ("architecture", "kwargs", "clip")}
-    return export_grounding_net(net, out_dir, spec["clip"], extra)
+    return export_grounding_net(net, out_dir, spec["clip"], extra, embed_clip=embed_clip)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -125,8 +182,10 @@ def main(argv: list[str] | None = None) -> None:
                                                  "to safetensors + config.json.")
     parser.add_argument("--ckpt", required=True, help="path to a WWbLModule .ckpt file")
     parser.add_argument("--out", required=True, help="output directory")
+    parser.add_argument("--embed-clip", action="store_true",
+                        help="copy local CLIP weights into the export (default: refer to them by a relative path)")
     args = parser.parse_args(argv)
-    out = export_from_lightning_checkpoint(args.ckpt, args.out)
+    out = export_from_lightning_checkpoint(args.ckpt, args.out, embed_clip=args.embed_clip)
     print(f"exported network g to {out}")
 
 

@@ -4,24 +4,31 @@ g sees the [0, 1] image at its own square input size (it normalises internally, 
 reference's mean = std = 0.5) and CLIP's text embedding of the prefixed phrase; its B×H×W output
 is treated like any other extractor's map (min-max per map, resized to the original image).
 An exported g (`wwbl.export`: model.safetensors + config.json) carries its input size, CLIP spec
-and text prefix, so `NetworkGExtractor.from_export(path)` needs nothing else.
+and text prefix, so `NetworkGExtractor.from_export(path)` needs nothing else. Through huggingface_hub's
+`ModelHubMixin`, `from_pretrained` reads the same folders and Hub repositories holding them, and
+`save_pretrained` / `push_to_hub` write that layout (with a local CLIP embedded, so the folder stands alone).
 """
 from __future__ import annotations
 
 import inspect
+import os
 from pathlib import Path
 from typing import Any
 
 import torch
+from huggingface_hub import ModelHubMixin, snapshot_download
 from torch import Tensor, nn
 
 from wwbl.clip import ClipSpec, FrozenCLIP
-from wwbl.export import load_grounding_net
+from wwbl.export import export_grounding_net, load_grounding_net
 from wwbl.extractors.base import HeatmapExtractor, register_extractor
+
+# Entries of an export's config.json that the export writes itself; the rest travel as `extra`.
+_EXPORT_OWN_KEYS = ("format", "format_version", "architecture", "kwargs", "input_norm", "clip")
 
 
 @register_extractor("g")
-class NetworkGExtractor(HeatmapExtractor):
+class NetworkGExtractor(HeatmapExtractor, ModelHubMixin, library_name="wwbl", tags=["phrase-grounding"]):
     """Heatmaps from a trained network g.
 
     Args:
@@ -63,6 +70,27 @@ class NetworkGExtractor(HeatmapExtractor):
     def from_export(cls, path_dir: str | Path, clip: FrozenCLIP | None = None, **options: Any) -> NetworkGExtractor:
         """Load an exported g (see `wwbl.export`); CLIP is rebuilt from the export unless given."""
         return cls(clip, network=path_dir, **options)
+
+    @classmethod
+    def _from_pretrained(cls, *, model_id: str, revision: str | None, cache_dir: str | Path | None,
+                         force_download: bool, local_files_only: bool, token: str | bool | None,
+                         **options: Any) -> NetworkGExtractor:
+        """`from_pretrained`: a local export folder as it is, else a Hub repository holding one (downloaded).
+
+        The mixin passes config.json's entries named like `__init__` arguments along with the caller's;
+        `clip` arrives as the export's spec (a dict) unless the caller gave a FrozenCLIP.
+        """
+        folder = model_id if os.path.isdir(model_id) else snapshot_download(
+            model_id, revision=revision, cache_dir=cache_dir, force_download=force_download,
+            local_files_only=local_files_only, token=token)
+        clip = options.pop("clip", None)
+        return cls.from_export(folder, clip=clip if isinstance(clip, FrozenCLIP) else None, **options)
+
+    def _save_pretrained(self, save_directory: Path) -> None:
+        """`save_pretrained`: the export layout of `wwbl.export`, a local CLIP checkpoint copied in."""
+        extra = {k: v for k, v in self.config.items() if k not in _EXPORT_OWN_KEYS}
+        extra.update(input_size=self.input_size, text_prefix=self.text_prefix)
+        export_grounding_net(self.network, str(save_directory), self.clip.spec, extra, embed_clip=True)
 
     def prepare_images(self, square01: Tensor) -> Tensor:
         return square01  # g normalises its input itself

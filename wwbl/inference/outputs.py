@@ -1,5 +1,5 @@
-"""Writers for inference results: per-image JSON, overlay PNG, heatmaps ``.npy``, and one
-COCO-style results JSON for a run (``bbox`` as ``[x, y, w, h]``, ``score``, ``phrase``, ``image_id``)."""
+"""Writers for inference results: per-image JSON, overlay PNG and heatmaps ``.npy`` (a run's COCO
+results JSON: `wwbl.inference.coco_results`)."""
 from __future__ import annotations
 
 import json
@@ -11,7 +11,6 @@ import torch
 from matplotlib import colormaps
 from PIL import Image, ImageDraw, ImageFont
 
-from wwbl.boxes import to_coco_xywh
 from wwbl.inference.results import DetectionResult, GroundingResult, IterativeResult
 
 _PALETTE = [(230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48), (145, 30, 180),
@@ -69,16 +68,3 @@ def write_image_outputs(out_dir: Path, stem: str, image: Image.Image, result: Gr
     (out_dir / f"{stem}.json").write_text(json.dumps(result_record(result, image_name), indent=2))
     overlay(image, result).save(out_dir / f"{stem}_overlay.png")
     np.save(out_dir / f"{stem}_heatmaps.npy", result.heatmaps.to(torch.float16).numpy())
-
-
-def coco_records(result: GroundingResult, image_id: int | str) -> list[dict[str, Any]]:
-    """COCO detection-results entries of one image (``bbox`` = ``[x, y, w, h]``)."""
-    phrases = result.detections.phrases or [""] * len(result.detections)
-    boxes = to_coco_xywh(result.detections.boxes).tolist()
-    return [{"image_id": image_id, "bbox": [round(v, 2) for v in box], "score": round(score, 5), "phrase": phrase}
-            for box, score, phrase in zip(boxes, result.detections.scores.tolist(), phrases)]
-
-
-def write_coco_results(path: Path, records: list[dict[str, Any]]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(records))
