@@ -13,6 +13,7 @@ LAZY_ALLOWED = {
     ("extractors/base.py", "wwbl.extractors"): "the package imports base.py, then registers its extractors",
     ("inference/captioner.py", "transformers"): "transformers takes seconds to import; only BLIP needs it",
     ("inference/blip_convert.py", "transformers"): "transformers takes seconds to import; only BLIP needs it",
+    ("boxes.py", "supervision"): "an optional dependency, needed only by Detections.to_supervision",
 }
 
 
