@@ -3,7 +3,7 @@
 The ResNet-based extractors (Grad-CAM, VL-Score, Adapting CLIP) use only the methods here. The
 module names read (stem conv1..3/bn1..3/act1..3/avgpool, layer1..4 of Bottleneck blocks with
 conv1..3, bn1..3, act1..3, stride, downsample = [AvgPool, conv, bn], attnpool with v_proj/c_proj)
-have been stable across open_clip 2.x–3.2; `tests/test_extractors_*.py` check these forwards
+have been stable across open_clip 2.x–3.2; `tests/clip/test_resnet.py` checks these forwards
 against open_clip's own on a tiny model.
 
 `dilated_features` is the trunk with every stride replaced by dilation (atrous convolution), so

@@ -5,7 +5,7 @@ open_clip's `CLIP.encode_text` always runs the full context (77 tokens). For the
 phrase's end-of-text token cannot influence its embedding, so the batch can be cut to its
 longest tokenised phrase: the same embeddings, several times faster for short phrases such as
 captions. Other towers use open_clip's own `encode_text`. Like `vit.py`, this reads open_clip's
-parameters directly; `tests/test_clip_adapter.py` checks it against `encode_text`.
+parameters directly; `tests/clip/test_text.py` checks it against `encode_text`.
 """
 from __future__ import annotations
 

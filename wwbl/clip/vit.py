@@ -8,7 +8,7 @@ which exposes the attention probabilities, accepts custom attention masks and ex
 allows other patch strides.
 The parameters read here (conv1, class/positional embeddings, ln_pre, per block ln_1, in_proj,
 out_proj, ls_1, ln_2, mlp, ls_2, then ln_post and proj) have been stable across open_clip 2.x–3.2;
-`tests/test_clip_adapter.py` checks that this forward equals open_clip's own on tiny models.
+`tests/clip/test_vit.py` checks that this forward equals open_clip's own on tiny models.
 """
 from __future__ import annotations
 
