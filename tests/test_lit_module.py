@@ -6,8 +6,6 @@ import torch
 from torch import nn
 
 from tests.helpers.tiny_module import tiny_module
-from wwbl.errors import AnnotationError
-from wwbl.export import export_from_lightning_checkpoint
 from wwbl.lit_module import WWbLModule
 from wwbl.metrics import BoxAccuracy, PointingAccuracy
 
@@ -78,12 +76,6 @@ def test_validation_scores_maps_in_the_original_image_frame(monkeypatch):
     module.validation_step(batch, 0)
     assert module._metrics["pointing_acc"].compute() == 0.0
     assert module._metrics["box_acc"].compute() == 0.0
-
-
-def test_export_refuses_foreign_checkpoints(tmp_path):
-    torch.save({"state_dict": {"layer.weight": torch.zeros(1)}}, tmp_path / "other.ckpt")
-    with pytest.raises(AnnotationError, match="wwbl_export"):
-        export_from_lightning_checkpoint(str(tmp_path / "other.ckpt"), str(tmp_path / "out"))
 
 
 def test_bad_options_are_rejected():

@@ -1,4 +1,5 @@
-"""`Detections` in the layouts of transformers' detection post-processing and of supervision."""
+"""wwbl.boxes: the canonical xyxy Detections, its converters (COCO xywh, normalised, transformers'
+post-process layout, supervision) and the box helpers."""
 import sys
 
 import numpy as np
@@ -6,7 +7,36 @@ import pytest
 import supervision as sv
 import torch
 
-from wwbl.boxes import Detections
+from wwbl.boxes import (Detections, clip_boxes, denormalize_boxes, from_coco_xywh, normalize_boxes, to_coco_xywh,
+                        union_box)
+
+
+def test_box_conversions_round_trip_on_non_square_image():
+    boxes = torch.tensor([[10.0, 20.0, 50.0, 40.0], [0.0, 0.0, 200.0, 100.0]])
+    xywh = to_coco_xywh(boxes)
+    assert xywh[0].tolist() == [10.0, 20.0, 40.0, 20.0]
+    assert torch.equal(from_coco_xywh(xywh), boxes)
+    norm = normalize_boxes(boxes, (100, 200))  # H=100, W=200
+    assert norm[1].tolist() == [0.0, 0.0, 1.0, 1.0]
+    assert norm[0].tolist() == pytest.approx([0.05, 0.2, 0.25, 0.4])
+    assert torch.allclose(denormalize_boxes(norm, (100, 200)), boxes)
+
+
+def test_union_and_clip():
+    boxes = torch.tensor([[10.0, 20.0, 50.0, 40.0], [5.0, 30.0, 30.0, 90.0]])
+    assert union_box(boxes).tolist() == [5.0, 20.0, 50.0, 90.0]
+    assert clip_boxes(torch.tensor([[-5.0, 3.0, 120.0, 70.0]]), (60, 100)).tolist() == [[0.0, 3.0, 100.0, 60.0]]
+    with pytest.raises(ValueError):
+        union_box(torch.zeros(0, 4))
+
+
+def test_detections_validate_and_serialise():
+    det = Detections(torch.tensor([[1.0, 2.0, 3.0, 4.0]]), torch.tensor([0.5]), ["a cat"])
+    assert det.to_dicts() == [{"box": [1.0, 2.0, 3.0, 4.0], "score": 0.5, "phrase": "a cat"}]
+    with pytest.raises(ValueError):
+        Detections(torch.zeros(2, 4), torch.zeros(1))
+    assert len(Detections.empty()) == 0
+
 
 BOXES = [[0.0, 0.0, 10.0, 10.0], [5.0, 5.0, 20.0, 30.0], [1.5, 2.5, 3.5, 4.5]]
 DETS = Detections(torch.tensor(BOXES), torch.tensor([0.9, 0.5, 0.25]), ["a dog", "a cat", "a dog"])

@@ -13,7 +13,7 @@ from wwbl.inference.captioner import CaptionSettings
 from wwbl.inference.options import WWbLOptions
 from wwbl.inference.proposals import ProposalGenerator
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 EVAL_BASE = ["--dataset", "flickr30k", "--root", "data", "--method", "gae", "--out", "runs/x"]
 WSOL_BASE = ["--dataset", "cub", "--root", "data", "--method", "gae", "--out", "runs/x"]
 PIPELINE_FLAGS = ["--ss-encoding", "uint8_bgr", "--max-proposals", "7", "--cluster-threshold", "0.6",

@@ -14,7 +14,7 @@ from wwbl.boxes import Detections
 from wwbl.inference.coco_results import PHRASE_CATEGORY_ID, CocoIds, coco_records, write_coco_results
 from wwbl.inference.results import GroundingResult
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 # Two images, two categories; boxes in COCO xywh.
 GT = {
