@@ -3,7 +3,8 @@
     python infer.py --image photos/ --checkpoint exported_g/ --out results/
     python infer.py --image "data/*.jpg" --phrase "a dog" --phrase "a red ball" --checkpoint exported_g/
 
-Writes per image ``<name>.json``, ``<name>_overlay.png`` and ``<name>_heatmaps.npy``, plus
+Writes per image ``<name>.json``, ``<name>_overlay.png``, ``<name>_heatmap_<k>.png`` (phrase k) and
+``<name>_heatmaps.npy``, plus
 ``coco_results.json`` for the run and ``failures.json`` listing skipped images. A bad image is
 reported and skipped; the exit code is non-zero only if every image failed.
 """
