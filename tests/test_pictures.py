@@ -67,8 +67,10 @@ def test_overlapping_heat_takes_the_colour_of_the_hotter_phrase():
     heat[0, :, 50:], heat[1, :, 50:] = 0.2, 1.0   # right half: phrase 1 hotter
     result = GroundingResult((100, 100), ["x", "y"], heat, Detections.empty())
     pixels = np.asarray(overlay(Image.new("RGB", (100, 100)), result, alpha=1.0, min_side=100)).astype(int)
-    assert pixels[90, 10].tolist() == [round(0.9 * c) for c in PALETTE[0]]  # below the corner legend
-    assert pixels[90, 90].tolist() == [round(1.0 * c) for c in PALETTE[1]]
+    assert pixels[10, 10].tolist() == [round(0.9 * c) for c in PALETTE[0]]  # above the corner legend
+    assert pixels[10, 90].tolist() == [round(1.0 * c) for c in PALETTE[1]]
+    legend = exact(Image.fromarray(pixels.astype(np.uint8)), PALETTE[0])[60:, :]  # "x" has no box: named there
+    assert legend.sum() > 50
 
 
 SIZE = (300, 200)
@@ -140,8 +142,9 @@ def test_one_png_per_phrase_of_the_display_size_named_in_the_json(tmp_path, widt
             picture.load()
         assert picture.size == expected and picture.mode == "RGB"
         pixels = np.asarray(picture).astype(int)
-        hot, cold = [(expected[0] - 3, 2), (expected[0] - 3, expected[1] - 3), (2, expected[1] - 3)][k], \
-            [(expected[0] - 3, expected[1] - 3), (expected[0] - 3, 2), (expected[0] - 3, 2)][k]
+        top_left, top_right, bottom_right = (2, 2), (expected[0] - 3, 2), (expected[0] - 3, expected[1] - 3)
+        # (corners clear of labels: phrase 1's box label is top-left, the legend of box-less "a dog" bottom-left)
+        hot, cold = [(top_right, bottom_right), (bottom_right, top_right), (top_left, top_right)][k]
         colour = PALETTE[0] if phrases[k] == "a dog" else PALETTE[1]
         assert pixels[hot[1], hot[0]].tolist() == pytest.approx([GRAY * 0.55 + c * 0.45 for c in colour], abs=1)
         assert pixels[cold[1], cold[0]].tolist() == [GRAY] * 3   # other phrases' heat is not shown

@@ -96,8 +96,8 @@ def draw_detections(picture: Image.Image, boxes: Sequence[Rect], labels: Sequenc
                     legend: Sequence[tuple[str, Colour]] = ()) -> Image.Image:
     """Boxes outlined in their colours, then their labels on top (so no outline crosses a label).
 
-    ``legend`` entries (phrases without a box) are stacked in the top-left corner, which the box labels
-    then avoid.
+    ``legend`` entries (phrases without a box) are stacked in the bottom-left corner (box labels prefer
+    the space above boxes; viewers put their own badges at the top), which the box labels then avoid.
     """
     draw = ImageDraw.Draw(picture)
     side = min(picture.size)
@@ -112,7 +112,7 @@ def draw_detections(picture: Image.Image, boxes: Sequence[Rect], labels: Sequenc
         return fitted, [(r - left + 2 * pad, b - top + 2 * pad) for left, top, r, b in boxes_of]
 
     legend_texts, legend_sizes = measured([text for text, _ in legend])
-    tops = np.cumsum([0, *(h for _, h in legend_sizes)])
+    tops = picture.height - np.cumsum([h for _, h in legend_sizes])
     legend_rects = [(0, top, w, top + h) for (w, h), top in zip(legend_sizes, tops.tolist())]
     texts, sizes = measured(labels)
     rects = place_labels(sizes, boxes, picture.size, taken=legend_rects)
@@ -131,7 +131,7 @@ def overlay(image: Image.Image, result: GroundingResult, alpha: float = 0.45, mi
 
     Small images are enlarged (nearest neighbour, display only) so that at least ``min_side`` pixels
     are available for readable labels; boxes are scaled with them. A phrase without a box is named in
-    the top-left corner. ``only=k`` shows phrase ``k`` alone.
+    the bottom-left corner. ``only=k`` shows phrase ``k`` alone.
     """
     colour_of = phrase_colours(result.phrases)
     keep = range(len(result.phrases)) if only is None else [only]
