@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test install clean-venv shapes-data shapes-report
+.PHONY: demo app test install clean-venv shapes-data shapes-report
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -19,6 +19,10 @@ demo: $(STAMP)
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(PY) infer.py --image data/shapes_samples \
 		--checkpoint checkpoints/shapes_g --clip-checkpoint checkpoints/shapes_clip \
 		--captioner checkpoints/shapes_blip --out outputs/demo
+
+# The same models in a browser (Gradio, installed by the test extra); python -m wwbl.app --help for flags.
+app: $(STAMP)
+	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 GRADIO_ANALYTICS_ENABLED=False $(PY) -m wwbl.app
 
 # The shapes world (shapes_world/, beside the library and run from this root): write its datasets,
 # then rebuild docs/shapes_report from the shipped checkpoints (retrains the ablation arms; long).

@@ -3,9 +3,9 @@
     python infer.py --image photos/ --checkpoint exported_g/ --out results/
     python infer.py --image "data/*.jpg" --phrase "a dog" --phrase "a red ball" --checkpoint exported_g/
 
-Writes per image ``<name>.json``, ``<name>_overlay.png`` and ``<name>_heatmaps.npy``, plus
-``coco_results.json`` for the run (ids from ``--coco-gt`` when given; see wwbl.inference.coco_results)
-and ``failures.json`` listing skipped images. A bad image is
+Writes per image ``<name>.json``, ``<name>_overlay.png``, ``<name>_heatmap_<k>.png`` (phrase k) and
+``<name>_heatmaps.npy``, plus ``coco_results.json`` for the run (ids from ``--coco-gt`` when given; see
+wwbl.inference.coco_results) and ``failures.json`` listing skipped images. A bad image is
 reported and skipped; the exit code is non-zero only if every image failed.
 """
 from __future__ import annotations

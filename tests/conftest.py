@@ -1,6 +1,5 @@
 """Shared test set-up: offline hubs, small thread pools, tiny random models."""
 import os
-import sys
 
 # No test may reach a model hub: fail fast instead of retrying against the network.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -9,15 +8,10 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from tests.helpers import tiny_blip  # noqa: E402
 from wwbl.clip import FrozenCLIP  # noqa: E402
 
 # Tiny models are overhead-bound: one thread is faster than two contending ones.
 torch.set_num_threads(1)
-
-# test_infer_cli, test_pipeline and test_evaluate_cli still import the helper by its old top-level
-# name; drop this alias once they import tests.helpers.tiny_blip.
-sys.modules.setdefault("_tiny_blip", tiny_blip)
 
 
 @pytest.fixture(scope="session")

@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from _tiny_blip import save_tiny_blip, single_thread  # noqa: F401
+from tests.helpers.tiny_blip import save_tiny_blip
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from tests.helpers.tiny_blip import save_tiny_blip, single_thread  # noqa: F401  (one thread: tiny models run faster)
+from tests.helpers.tiny_blip import save_tiny_blip
 from wwbl.boxes import Detections
 from wwbl.evaluation.__main__ import main
 from wwbl.evaluation.evaluate import EvalSettings, run_evaluation

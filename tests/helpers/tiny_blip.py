@@ -3,7 +3,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
 import torch
 
 WORDS = ["a", "picture", "of", "dog", "cat", "red", "blue", "the", "on", "ball", "tree", "sky", "##s"]
@@ -49,12 +48,3 @@ def save_tiny_blip(out_dir: Path, favourite_word: str | None = None, seed: int =
     model.save_pretrained(out_dir)
     BlipProcessor(BlipImageProcessor(size={"height": 32, "width": 32}), tiny_tokenizer()).save_pretrained(out_dir)
     return out_dir
-
-
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    """Tiny models run ~30× faster on one thread on the shared CPUs (no thread-pool contention)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)

@@ -4,7 +4,7 @@ import pytest
 import torch
 from PIL import Image
 
-from tests.helpers.tiny_blip import VOCAB, WORDS, save_tiny_blip, single_thread  # noqa: F401
+from tests.helpers.tiny_blip import VOCAB, WORDS, save_tiny_blip
 from wwbl.errors import MissingResourceError
 from wwbl.inference.captioner import BlipCaptioner, CaptionSettings
 

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 import torch
-from tests.helpers.tiny_blip import save_tiny_blip, single_thread  # noqa: F401  (one thread: tiny models run faster)
+from tests.helpers.tiny_blip import save_tiny_blip
 from PIL import Image
 
 from wwbl.box_rules import BoxRule
