@@ -1,32 +1,98 @@
 """Train network g with LightningCLI.
 
-    python train.py --config configs/coco_wsg.yaml                 # fit (no subcommand needed)
+    python train.py --config coco_wsg.yaml                         # a name in configs/ is enough
     python train.py --config configs/coco_wsg.yaml --print_config  # show the resolved settings
     python train.py --config configs/coco_wsg.yaml --ckpt_path runs/.../last.ckpt   # resume
 
 Any setting can be overridden on the command line (``--model.lr 1e-3``,
 ``--trainer.precision 16-mixed``, ``--trainer.devices 2``). The resolved config is saved next to
-each run's logs. ``--data.image_size`` also sets the model's recorded ``input_size``.
+each run's logs. ``--data.image_size`` also sets the model's recorded ``input_size``. User errors
+(a config that does not exist, a bad setting, missing data or weights) end in one line on stderr
+and exit status 2.
 """
-
 from __future__ import annotations
 
-from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+import contextlib
+import io
+import sys
+from pathlib import Path
+from typing import Any
 
-from wwbl.lit_module import WWbLModule
-
-
-class WWbLCLI(LightningCLI):
-    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
-        parser.add_argument("--ckpt_path", type=str | None, default=None,
-                            help="checkpoint to resume training from")
-        parser.link_arguments("data.init_args.image_size", "model.input_size")
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 
 
-def main(args: list[str] | None = None) -> WWbLCLI:
-    cli = WWbLCLI(WWbLModule, subclass_mode_data=True, run=False, args=args, auto_configure_optimizers=False,
-                  save_config_kwargs={"overwrite": True})
-    cli.trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=cli.config.ckpt_path)
+def find_config(name: str) -> str:
+    """``name`` as given if it is a file, else the file of that name (with or without ``.yaml``)
+    under ``configs/``; FileNotFoundError naming where it looked otherwise."""
+    if Path(name).is_file():
+        return name
+    candidates = [CONFIG_DIR / name, CONFIG_DIR / f"{name}.yaml"]
+    candidates += sorted(CONFIG_DIR.rglob(Path(name).name)) + sorted(CONFIG_DIR.rglob(f"{Path(name).name}.yaml"))
+    for candidate in candidates:
+        if candidate.is_file():
+            return str(candidate)
+    available = ", ".join(sorted(p.name for p in CONFIG_DIR.glob("*.yaml")))
+    raise FileNotFoundError(f"config {name!r} not found (looked at ./{name} and in {CONFIG_DIR}); "
+                            f"available: {available}")
+
+
+def resolve_configs(argv: list[str]) -> list[str]:
+    """``argv`` with every ``--config X`` / ``--config=X`` pointing at an existing file."""
+    out, take = [], False
+    for arg in argv:
+        if take:
+            out.append(find_config(arg))
+            take = False
+        elif arg == "--config":
+            out.append(arg)
+            take = True
+        elif arg.startswith("--config="):
+            out.append("--config=" + find_config(arg.split("=", 1)[1]))
+        else:
+            out.append(arg)
+    return out
+
+
+def _fail(message: str) -> None:
+    print(f"error: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+def main(args: list[str] | None = None) -> Any:
+    try:
+        argv = resolve_configs(list(sys.argv[1:] if args is None else args))
+    except FileNotFoundError as error:
+        _fail(str(error))
+    # Lightning and torch load only once the config files are known to exist (errors answer at once).
+    from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+
+    from wwbl.errors import AnnotationError, MissingResourceError
+    from wwbl.lit_module import WWbLModule
+
+    class WWbLCLI(LightningCLI):
+        def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+            parser.add_argument("--ckpt_path", type=str | None, default=None,
+                                help="checkpoint to resume training from")
+            parser.link_arguments("data.init_args.image_size", "model.input_size")
+
+    stderr = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(stderr):  # the parser's usage dump is replaced by its error line
+            cli = WWbLCLI(WWbLModule, subclass_mode_data=True, run=False, args=argv, auto_configure_optimizers=False,
+                          save_config_kwargs={"overwrite": True})
+    except SystemExit as exit_:
+        if not exit_.code:
+            raise
+        lines = [line for line in stderr.getvalue().splitlines() if line.strip()]
+        _fail(next((line.split("error:", 1)[1].strip() for line in reversed(lines) if "error:" in line),
+                   lines[-1] if lines else "invalid arguments"))
+    except (ValueError, FileNotFoundError) as error:  # a setting the model or data module refused
+        _fail(f"{type(error).__name__}: {error}")
+    sys.stderr.write(stderr.getvalue())
+    try:
+        cli.trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=cli.config.ckpt_path)
+    except (MissingResourceError, AnnotationError) as error:  # missing data or weights found while starting
+        _fail(str(error))
     return cli
 
 

@@ -124,3 +124,20 @@ def test_a_clip_name_without_weights_is_refused_not_random(infer, tmp_path, caps
     assert infer.main(base) == 2
     assert "pretrained='random'" in capsys.readouterr().err
     assert infer.main(base + ["--clip-pretrained", "random"]) == 0
+
+
+def test_without_a_model_named_the_bundled_models_run_and_say_so(infer, tmp_path, capsys):
+    scene = ROOT / "data" / "shapes_samples" / "shapes_test_002.png"
+    assert infer.main(["--image", str(scene), "--out", str(tmp_path), "--quiet"]) == 0
+    err = capsys.readouterr().err
+    assert "bundled shapes-world models" in err and "--checkpoint" in err
+    record = json.loads((tmp_path / "shapes_test_002.json").read_text())
+    assert record["phrases"]  # WWbL found and named something with the bundled g, CLIP and BLIP
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a GPU")
+def test_an_unavailable_device_is_one_line(infer, assets, tmp_path, capsys):
+    args = ["--image", str(assets / "images" / "0001.png"), "--phrase", "x", "--device", "cuda"]
+    assert infer.main(args + common(assets, tmp_path)) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: device 'cuda' is not available") and "\n" not in err

@@ -133,3 +133,24 @@ def test_wsg_g_with_a_resnet50_stride_8_backbone_trains_from_one_config_line(dat
     with torch.no_grad():
         maps = net(x, cli.model.clip.encode_text(["a cube", "a ball"]))
     assert maps.shape == (2, 64, 64) and ((maps > 0) & (maps < 1)).all()
+
+
+def test_a_config_name_is_found_in_configs():
+    assert Path(train.find_config("coco_wsg.yaml")) == REPO / "configs" / "coco_wsg.yaml"
+    assert Path(train.find_config("coco_wsg")) == REPO / "configs" / "coco_wsg.yaml"
+    assert Path(train.find_config("g.yaml")) == REPO / "configs" / "shapes" / "g.yaml"
+    assert train.resolve_configs(["--config=coco_wsg", "--model.lr", "1"]) == [
+        f"--config={REPO / 'configs' / 'coco_wsg.yaml'}", "--model.lr", "1"]
+
+
+def test_user_errors_end_in_one_line(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_:  # a setting the parser refuses: no usage dump
+        train.main(["--config", "coco_wsg.yaml", "--model.lambda_fore", "heavy"])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and "\n" not in err
+    with pytest.raises(SystemExit) as exit_:  # data that is not there: MissingResourceError in one line
+        run("coco_wsg.yaml", tmp_path, "--data.root", str(tmp_path / "missing"), "--data.val_root", "null")
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("error:") and "Traceback" not in "\n".join(err)

@@ -49,13 +49,10 @@ from matplotlib import colormaps
 from torchvision.ops import nms
 
 from wwbl.boxes import Detections, from_coco_xywh
+from wwbl.defaults import BOX_MODES, BOX_RULES, WSG_NMS_IOU, WSG_THRESHOLD, WSOL_THRESHOLD
 
 BoxMode = Literal["paper", "reference"]
 RuleName = Literal["wsg", "wsol"]
-BOX_MODES = ("paper", "reference")
-RULES = ("wsg", "wsol")
-WSOL_THRESHOLD = 0.1
-WSG_THRESHOLD = 0.5
 MIN_SIDE_FRACTION = 0.02
 MIN_SIDE_PIXELS = 2
 
@@ -207,10 +204,10 @@ def wsg_boxes(heatmap: torch.Tensor | np.ndarray, threshold: float = WSG_THRESHO
     """
     array = _as_numpy_map(heatmap)
     if mode == "paper":
-        return _wsg_paper(array, threshold, 0.3 if nms_iou is None else nms_iou, min_score_ratio, min_area_ratio,
+        return _wsg_paper(array, threshold, WSG_NMS_IOU["paper"] if nms_iou is None else nms_iou, min_score_ratio, min_area_ratio,
                           min_side_fraction)
     if mode == "reference":
-        return _wsg_reference(array, threshold, 0.05 if nms_iou is None else nms_iou, min_score_ratio, min_area_ratio)
+        return _wsg_reference(array, threshold, WSG_NMS_IOU["reference"] if nms_iou is None else nms_iou, min_score_ratio, min_area_ratio)
     raise ValueError(f"unknown box mode {mode!r}; expected 'paper' or 'reference'")
 
 
@@ -233,7 +230,7 @@ class BoxRule:
     min_area_ratio: float = 0.0
 
     def __post_init__(self) -> None:
-        if self.rule not in RULES:
+        if self.rule not in BOX_RULES:
             raise ValueError(f"unknown box rule {self.rule!r}; expected 'wsg' or 'wsol'")
         if self.mode not in BOX_MODES:
             raise ValueError(f"unknown box mode {self.mode!r}; expected 'paper' or 'reference'")

@@ -6,13 +6,17 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = ROOT / "wwbl"
 # What training, extractors, inference and evaluation all stand on (docs/ARCHITECTURE.md, "Floors").
-GROUND_FLOOR = ("wwbl.errors", "wwbl.images", "wwbl.boxes", "wwbl.box_rules", "wwbl.metrics", "wwbl.readers")
+GROUND_FLOOR = ("wwbl.errors", "wwbl.defaults", "wwbl.cli", "wwbl.devices", "wwbl.images", "wwbl.boxes", "wwbl.box_rules",
+                "wwbl.metrics", "wwbl.readers")
 # Imports that must stay inside a function, with the reason (file, imported module) → why.
 LAZY_ALLOWED = {
     ("__init__.py", "wwbl.inference.api"): "`import wwbl` stays cheap; `wwbl.load` pulls in torch and CLIP",
     ("extractors/base.py", "wwbl.extractors"): "the package imports base.py, then registers its extractors",
     ("inference/captioner.py", "transformers"): "transformers takes seconds to import; only BLIP needs it",
     ("inference/blip_convert.py", "transformers"): "transformers takes seconds to import; only BLIP needs it",
+    ("evaluation/__main__.py", "wwbl.devices"): "the command parses its flags before torch loads (--help at once)",
+    ("evaluation/__main__.py", "wwbl.evaluation.evaluate"): "the command parses its flags before torch loads",
+    ("evaluation/__main__.py", "wwbl.evaluation.tables"): "the command parses its flags before torch loads",
     ("boxes.py", "supervision"): "an optional dependency, needed only by Detections.to_supervision",
 }
 

@@ -374,7 +374,8 @@ def test_box_resolution_original_or_model(tiny_clip):
 
 
 def test_evaluation_cli_passes_the_released_code_options():
-    from wwbl.evaluation.__main__ import build_parser, settings_from_args
+    from wwbl.evaluation.__main__ import build_parser
+    from wwbl.evaluation.evaluate import settings_from_args
 
     args = build_parser().parse_args(["wsg", "--dataset", "flickr30k", "--root", "r", "--out", "o", "--method", "gae",
                                       "--entity-average", "raw", "--box-resolution", "model"])

@@ -7,10 +7,10 @@ import pytest
 import torch
 
 from wwbl.box_rules import BoxRule
-from wwbl.evaluation.__main__ import build_parser, settings_from_args
-from wwbl.evaluation.evaluate import box_function
+from wwbl.evaluation.__main__ import build_parser
+from wwbl.evaluation.evaluate import box_function, settings_from_args
 from wwbl.inference.captioner import CaptionSettings
-from wwbl.inference.options import WWbLOptions
+from wwbl.inference.options import WWbLOptions, box_rule_from_args, pipeline_options_from_args
 from wwbl.inference.proposals import ProposalGenerator
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -69,7 +69,7 @@ def test_box_flags_reach_the_rule_in_both_clis(infer, flags, heatmap, expected):
     infer_args = infer.parse_args(["--image", "x.png"] + flags)
     eval_settings = settings_from_args(build_parser().parse_args(["wsg", *EVAL_BASE, "--boxes", "wsg", *flags]))
     through_eval = box_function(eval_settings, extractor=object())
-    assert boxes(infer.box_rule_from_args(infer_args).detect, heatmap) == expected
+    assert boxes(box_rule_from_args(infer_args).detect, heatmap) == expected
     assert boxes(through_eval, heatmap) == expected
 
 
@@ -87,7 +87,7 @@ def test_the_wwbl_evaluation_takes_the_pipeline_flags_of_infer(infer):
     expected = WWbLOptions(proposals=ProposalGenerator(encoding="uint8_bgr", max_proposals=7),
                            caption=CaptionSettings(num_beams=2, max_length=12, chunk_size=5, reference_crop_size=224),
                            cluster_threshold=0.6, min_cluster_size=3)
-    from_infer = infer.pipeline_options_from_args(infer.parse_args(["--image", "x.png", *PIPELINE_FLAGS]))
+    from_infer = pipeline_options_from_args(infer.parse_args(["--image", "x.png", *PIPELINE_FLAGS]))
     from_eval = settings_from_args(build_parser().parse_args(["wwbl", *EVAL_BASE, *PIPELINE_FLAGS])).pipeline
     assert from_infer == expected and from_eval == expected
     assert settings_from_args(build_parser().parse_args(["wwbl", *EVAL_BASE])).pipeline == WWbLOptions()

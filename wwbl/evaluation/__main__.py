@@ -12,27 +12,18 @@ Examples::
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-from typing import Any, Sequence
+from typing import Sequence
 
-from wwbl.evaluation.evaluate import EvalSettings, run_evaluation
-from wwbl.evaluation.tables import merge_runs
-from wwbl.inference.options import add_box_rule_arguments, add_pipeline_arguments, pipeline_options_from_args
-
-
-def _key_values(pairs: Sequence[str]) -> dict[str, Any]:
-    """``KEY=VALUE`` pairs; values parsed as JSON when possible (numbers, booleans, lists), else strings."""
-    out = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise SystemExit(f"expected KEY=VALUE, got {pair!r}")
-        try:
-            out[key] = json.loads(value)
-        except json.JSONDecodeError:
-            out[key] = value
-    return out
+import wwbl.defaults as defaults
+from wwbl.cli import (
+    OneLineParser,
+    add_box_rule_arguments,
+    add_device_argument,
+    add_pipeline_arguments,
+    positive_int,
+    unit_float,
+)
 
 
 def _none_or(text: str) -> str | None:
@@ -45,14 +36,14 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--split", default="test")
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--checkpoint", help="exported network g directory (wwbl.export)")
-    source.add_argument("--method", help="registered extractor name (gae, gem, adapting_clip, vl_score, …)")
+    source.add_argument("--method", help="registered extractor: " + ", ".join(defaults.HEATMAP_SOURCES[1:]))
     parser.add_argument("--clip-model", default="ViT-B-32")
     parser.add_argument("--clip-pretrained", default="openai", type=_none_or, help="open_clip tag; 'none' with --clip-checkpoint; 'random' for untrained weights")
     parser.add_argument("--clip-checkpoint", default=None, help="local CLIP weights instead of a pretrained tag")
-    parser.add_argument("--device", default="cpu")
+    add_device_argument(parser)
     parser.add_argument("--out", required=True, help="run directory (records, results, tables); rerun to resume")
-    parser.add_argument("--limit", type=int, default=None, help="evaluate only the first N images")
-    parser.add_argument("--batch-size", type=int, default=8, help="images per batch")
+    parser.add_argument("--limit", type=positive_int, default=None, help="evaluate only the first N images")
+    parser.add_argument("--batch-size", type=positive_int, default=8, help="images per batch")
     parser.add_argument("--text-prefix", default=None,
                         help="prefix the extractor adds to phrases (default: its own, an export's for g; "
                              "none in wwbl, as the reference queried g with raw captions)")
@@ -61,13 +52,13 @@ def _common(parser: argparse.ArgumentParser) -> None:
                         help="dataset loader option, e.g. min_area_fraction=null, text_prefix='image of '")
     parser.add_argument("--boxes", default="auto", choices=("auto", "wsg", "wsol", "method"))
     add_box_rule_arguments(parser)
-    parser.add_argument("--iou-threshold", type=float, default=0.5)
+    parser.add_argument("--iou-threshold", type=unit_float, default=0.5)
     parser.add_argument("--label", default=None, help="row name in the tables")
     parser.add_argument("--no-progress", action="store_true")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m wwbl.evaluation",
+    parser = OneLineParser(prog="python -m wwbl.evaluation", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
                                      description="Evaluate network g or a training-free extractor on the papers' "
                                                  "benchmarks and write their tables (Markdown, CSV, JSON).")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -110,33 +101,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def settings_from_args(args: argparse.Namespace) -> EvalSettings:
-    extra = {name: getattr(args, name) for name in ("gt_mode", "acc_threshold", "predictions", "captioner",
-                                                     "match_prefix", "drop_empty", "prompt",
-                                                     "strict", "closing", "class_prompt", "entity_average",
-                                                     "box_resolution", "wsol_iou_area") if hasattr(args, name)}
-    if hasattr(args, "first_name_only"):
-        extra["all_names"] = not args.first_name_only
-    if hasattr(args, "no_classify"):
-        extra["classify"] = not args.no_classify
-    if args.command == "wwbl":
-        extra["pipeline"] = pipeline_options_from_args(args)
-    return EvalSettings(task=args.command, dataset=args.dataset, root=args.root, out=args.out, split=args.split,
-                        method=args.method, checkpoint=args.checkpoint, clip_model=args.clip_model,
-                        clip_pretrained=args.clip_pretrained, clip_checkpoint=args.clip_checkpoint,
-                        device=args.device, text_prefix=args.text_prefix,
-                        extractor_options=_key_values(args.option), loader_options=_key_values(args.loader_option),
-                        limit=args.limit, batch_size=args.batch_size, boxes=args.boxes, box_mode=args.box_mode,
-                        box_threshold=args.box_threshold, box_nms_iou=args.box_nms_iou,
-                        iou_threshold=args.iou_threshold, label=args.label, progress=not args.no_progress, **extra)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # torch, open_clip and the readers load only once the arguments parse (--help answers at once).
+    from wwbl.devices import resolve_device
+    from wwbl.evaluation.evaluate import run_evaluation, settings_from_args
+    from wwbl.evaluation.tables import merge_runs
+
     try:
         if args.command == "tables":
             merge_runs(args.runs, args.out)
             return 0
+        args.device = str(resolve_device(args.device))
         settings = settings_from_args(args)
         results = run_evaluation(settings)
     except (ValueError, FileNotFoundError) as err:  # bad settings, annotations or missing files

@@ -25,6 +25,7 @@ Released-code evaluation choices, each a setting with the paper-faithful default
 """
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 from dataclasses import asdict, dataclass, field
@@ -45,8 +46,8 @@ from wwbl.extractors.base import build_extractor
 from wwbl.extractors.network_g import NetworkGExtractor
 from wwbl.images import load_image, resize_square, to_tensor01
 from wwbl.inference.api import WWbLModel
-from wwbl.inference.captioner import DEFAULT_CAPTIONER
-from wwbl.inference.options import WWbLOptions
+from wwbl.defaults import DEFAULT_CAPTIONER
+from wwbl.inference.options import WWbLOptions, pipeline_options_from_args
 from wwbl.metrics import argmax_points
 from wwbl.readers import TASK_OF, ZSG_SPLITS, DatasetIndex, acc_threshold, load_dataset
 
@@ -342,3 +343,39 @@ def run_evaluation(settings: EvalSettings, extractor: Any = None, clip: Any = No
         log.warning("skipped %s", line)
     write_tables([results], out)
     return results
+
+
+def key_values(pairs: Sequence[str]) -> dict[str, Any]:
+    """``KEY=VALUE`` pairs; values parsed as JSON when possible (numbers, booleans, lists), else strings."""
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ValueError(f"expected KEY=VALUE, got {pair!r}")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
+
+
+def settings_from_args(args: argparse.Namespace) -> EvalSettings:
+    """The settings named by ``python -m wwbl.evaluation``'s flags (``wwbl.evaluation.__main__``)."""
+    extra = {name: getattr(args, name) for name in ("gt_mode", "acc_threshold", "predictions", "captioner",
+                                                     "match_prefix", "drop_empty", "prompt",
+                                                     "strict", "closing", "class_prompt", "entity_average",
+                                                     "box_resolution", "wsol_iou_area") if hasattr(args, name)}
+    if hasattr(args, "first_name_only"):
+        extra["all_names"] = not args.first_name_only
+    if hasattr(args, "no_classify"):
+        extra["classify"] = not args.no_classify
+    if args.command == "wwbl":
+        extra["pipeline"] = pipeline_options_from_args(args)
+    return EvalSettings(task=args.command, dataset=args.dataset, root=args.root, out=args.out, split=args.split,
+                        method=args.method, checkpoint=args.checkpoint, clip_model=args.clip_model,
+                        clip_pretrained=args.clip_pretrained, clip_checkpoint=args.clip_checkpoint,
+                        device=args.device, text_prefix=args.text_prefix,
+                        extractor_options=key_values(args.option), loader_options=key_values(args.loader_option),
+                        limit=args.limit, batch_size=args.batch_size, boxes=args.boxes, box_mode=args.box_mode,
+                        box_threshold=args.box_threshold, box_nms_iou=args.box_nms_iou,
+                        iou_threshold=args.iou_threshold, label=args.label, progress=not args.no_progress, **extra)

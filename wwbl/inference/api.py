@@ -12,10 +12,11 @@ from typing import Any
 import torch
 
 from wwbl.box_rules import BoxRule
-from wwbl.clip import ClipSpec, FrozenCLIP
+from wwbl.clip import ClipSpec
 from wwbl.export import read_export_config
 from wwbl.extractors.base import HeatmapExtractor, build_extractor
-from wwbl.inference.captioner import DEFAULT_CAPTIONER, BlipCaptioner
+from wwbl.defaults import DEFAULT_CAPTIONER
+from wwbl.inference.captioner import BlipCaptioner
 from wwbl.inference.options import WWbLOptions
 from wwbl.inference.pipeline import GroundingPipeline, IterativeWWbL, WWbLPipeline
 from wwbl.inference.results import DetectionResult, GroundingResult, IterativeResult

@@ -21,9 +21,15 @@ from typing import Any
 import torch
 from PIL import Image
 
+from wwbl.defaults import (
+    CAPTION_CHUNK,
+    CAPTION_PROMPT,
+    DEFAULT_CAPTIONER,
+    MAX_CAPTION_LENGTH,
+    MIN_CAPTION_LENGTH,
+    NUM_BEAMS,
+)
 from wwbl.errors import MissingResourceError
-
-DEFAULT_CAPTIONER = "Salesforce/blip-image-captioning-base"
 
 
 @dataclass
@@ -34,11 +40,11 @@ class CaptionSettings:
     code, which crops its 224² dataset image) instead of from the original image (default).
     """
 
-    prompt: str = "a picture of "
-    num_beams: int = 3
-    min_length: int = 5
-    max_length: int = 30
-    chunk_size: int = 120
+    prompt: str = CAPTION_PROMPT
+    num_beams: int = NUM_BEAMS
+    min_length: int = MIN_CAPTION_LENGTH
+    max_length: int = MAX_CAPTION_LENGTH
+    chunk_size: int = CAPTION_CHUNK
     generate_kwargs: dict[str, Any] = field(default_factory=dict)
     reference_crop_size: int | None = None
 

@@ -17,9 +17,7 @@ from __future__ import annotations
 
 import torch
 
-# The paper's (and the reference's) community detection of caption embeddings.
-CLUSTER_THRESHOLD = 0.85
-MIN_CLUSTER_SIZE = 2
+from wwbl.defaults import CLUSTER_THRESHOLD, MIN_CLUSTER_SIZE
 
 
 def _normalise(embeddings: torch.Tensor) -> torch.Tensor:

@@ -27,6 +27,7 @@ from PIL import Image
 from torchvision.ops import nms
 
 from wwbl.boxes import from_coco_xywh
+from wwbl.defaults import SS_ENCODING
 
 Encoding = Literal["reference", "uint8_bgr"]
 
@@ -58,7 +59,7 @@ class ProposalGenerator:
     """Selective search + grid proposals (see the module docstring for every option)."""
 
     working_size: int = 224
-    encoding: Encoding = "reference"
+    encoding: Encoding = SS_ENCODING
     base_k: int = 150
     inc_k: int = 150
     sigma: float = 0.8

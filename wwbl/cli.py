@@ -1,0 +1,104 @@
+"""Command-line flags shared by the entry points (``infer.py``, ``python -m wwbl.evaluation``,
+``python -m wwbl.app``), built from :mod:`wwbl.defaults` with the standard library only.
+
+Parsing never imports torch, so ``--help`` and argument errors answer at once; every value is
+checked here (positive counts, device names, a usable output folder) and a bad one is a one-line
+argparse error. The flags are read back into objects by :mod:`wwbl.inference.options`.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import re
+from pathlib import Path
+from typing import NoReturn
+
+import wwbl.defaults as defaults
+
+DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` whose errors are one line (``prog: error: … (see --help)``), not a usage dump."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: an integer ≥ 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def unit_float(text: str) -> float:
+    """An argparse type: a number in [0, 1] (thresholds and IoUs)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must lie in [0, 1], got {value}")
+    return value
+
+
+def device_name(text: str) -> str:
+    """An argparse type: ``auto``, ``cpu``, ``mps``, ``cuda`` or ``cuda:N`` (whether it exists is
+    checked by :func:`wwbl.devices.resolve_device` once torch is loaded)."""
+    name = text.strip().lower()
+    if not DEVICE_PATTERN.match(name):
+        raise argparse.ArgumentTypeError(f"unknown device {text!r}: use auto, cpu, cuda, cuda:N or mps")
+    return name
+
+
+def output_dir(text: str) -> Path:
+    """An argparse type: a folder that exists or can be created, and can be written."""
+    path = Path(text).expanduser()
+    if path.exists() and not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text!r} is a file, not a folder")
+    existing = next(p for p in (path, *path.parents) if p.exists())
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise argparse.ArgumentTypeError(f"cannot write into {str(existing)!r}")
+    return path
+
+
+def add_device_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--device", type=device_name, default=defaults.DEVICE,
+                        help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps")
+
+
+def add_box_rule_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--box-mode``, ``--box-threshold`` and ``--box-nms-iou`` (read back by
+    :func:`wwbl.inference.options.box_rule_from_args`)."""
+    parser.add_argument("--box-mode", default=defaults.BOX_MODES[0], choices=defaults.BOX_MODES,
+                        help="heatmap→box rule: the paper's or the released code's (WSG: union, NMS 0.05 on "
+                             "(x, y, w, h); WSOL: largest contour of the cubehelix gray)")
+    parser.add_argument("--box-threshold", type=unit_float, default=None,
+                        help=f"box-rule threshold on the min-max normalised map (default: the rule's, "
+                             f"{defaults.WSG_THRESHOLD} WSG, {defaults.WSOL_THRESHOLD} WSOL)")
+    nms = defaults.WSG_NMS_IOU
+    parser.add_argument("--box-nms-iou", type=unit_float, default=None,
+                        help=f"WSG rule's NMS IoU (default: {nms['paper']} paper, {nms['reference']} reference)")
+
+
+def add_pipeline_arguments(parser: argparse.ArgumentParser) -> None:
+    """The WWbL pipeline's flags (read back by :func:`wwbl.inference.options.pipeline_options_from_args`)."""
+    parser.add_argument("--ss-encoding", choices=defaults.SS_ENCODINGS, default=defaults.SS_ENCODING,
+                        help="selective-search input encoding")
+    parser.add_argument("--max-proposals", type=positive_int, default=None,
+                        help="cap on proposals per image (default: none)")
+    parser.add_argument("--cluster-threshold", type=unit_float, default=defaults.CLUSTER_THRESHOLD,
+                        help="community-detection cosine threshold")
+    parser.add_argument("--min-cluster-size", type=positive_int, default=defaults.MIN_CLUSTER_SIZE)
+    parser.add_argument("--num-beams", type=positive_int, default=defaults.NUM_BEAMS)
+    parser.add_argument("--max-caption-length", type=positive_int, default=defaults.MAX_CAPTION_LENGTH)
+    parser.add_argument("--caption-chunk", type=positive_int, default=defaults.CAPTION_CHUNK,
+                        help="crops per BLIP batch")
+    parser.add_argument("--reference-crops", action="store_true",
+                        help=f"crop proposals from the image resized to {defaults.REFERENCE_CROP_SIZE}² as the "
+                             "released code (default: from the original image)")

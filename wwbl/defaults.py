@@ -1,0 +1,39 @@
+"""Every shared knob's default, written once (the papers' and the released code's values).
+
+Standard library only: the entry points build their argument parsers from these before importing
+torch, so ``--help`` and argument errors answer at once. The classes that own each knob
+(:class:`wwbl.box_rules.BoxRule`, :class:`wwbl.inference.captioner.CaptionSettings`,
+:class:`wwbl.inference.proposals.ProposalGenerator`, :mod:`wwbl.inference.community`) read them here.
+"""
+from __future__ import annotations
+
+# Heatmap → boxes (paper §4 / released generate_bbox; REFERENCE.md W§6.4).
+BOX_MODES = ("paper", "reference")
+BOX_RULES = ("wsg", "wsol")
+WSG_THRESHOLD = 0.5
+WSOL_THRESHOLD = 0.1
+WSG_NMS_IOU = {"paper": 0.3, "reference": 0.05}
+
+# Selective search (REFERENCE.md W§7 items 1–3).
+SS_ENCODINGS = ("reference", "uint8_bgr")
+SS_ENCODING = "reference"
+
+# BLIP captioning (W§7 item 5) and the crops it sees.
+DEFAULT_CAPTIONER = "Salesforce/blip-image-captioning-base"
+CAPTION_PROMPT = "a picture of "
+NUM_BEAMS = 3
+MIN_CAPTION_LENGTH = 5
+MAX_CAPTION_LENGTH = 30
+CAPTION_CHUNK = 120
+REFERENCE_CROP_SIZE = 224  # the released code crops captioned regions from its 224² dataset image
+
+# Community detection of caption embeddings (W§7 item 7).
+CLUSTER_THRESHOLD = 0.85
+MIN_CLUSTER_SIZE = 2
+
+# Heatmap sources, for help texts (tests check this list against the extractor registry).
+HEATMAP_SOURCES = ("g", "gae", "gem", "clip_surgery", "clip_text_span", "adapting_clip", "vl_score", "gradcam",
+                   "crop_and_rank", "random", "centre")
+
+# Devices: "auto" picks cuda, then mps, then cpu.
+DEVICE = "auto"

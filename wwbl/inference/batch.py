@@ -1,0 +1,111 @@
+"""The image-folder batch job behind ``infer.py``: build the model from the parsed flags, run WSG,
+WWbL or the iterative variant over the images in batches, write each image's outputs, and report
+and skip bad items (a failing batch is retried image by image).
+
+Exit status: 0 when at least one image was written, 1 when every image failed, 2 for a user error
+(missing weights or files, an unavailable device), always with a one-line message.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from tqdm import tqdm
+
+from wwbl.defaults import DEFAULT_CAPTIONER
+from wwbl.devices import resolve_device
+from wwbl.errors import ImageLoadError, MissingResourceError
+from wwbl.images import load_image
+from wwbl.inference.api import WWbLModel, load
+from wwbl.inference.coco_results import CocoIds, coco_records, write_coco_results
+from wwbl.inference.options import box_rule_from_args, pipeline_options_from_args
+from wwbl.inference.outputs import write_image_outputs
+from wwbl.inference.results import GroundingResult
+
+
+def build_model(args: argparse.Namespace) -> WWbLModel:
+    """The model the flags name (``args.device`` already resolved)."""
+    options = {} if args.text_prefix is None else {"text_prefix": args.text_prefix}
+    clip = args.clip_model if args.clip_model or args.method != "g" else None
+    return load(args.checkpoint, clip=clip, clip_pretrained=args.clip_pretrained,
+                clip_checkpoint=args.clip_checkpoint, captioner=args.captioner or DEFAULT_CAPTIONER,
+                method=args.method, device=args.device, boxes=box_rule_from_args(args),
+                options=pipeline_options_from_args(args), **options)
+
+
+def run_images(model: WWbLModel, images: list, args: argparse.Namespace) -> list:
+    if args.phrase:
+        return model.ground_batch(images, [args.phrase] * len(images))
+    if args.iterative:
+        return model.detect_iterative(images)
+    return model.detect_batch(images)
+
+
+def process_batch(model: WWbLModel, batch: list[tuple[Path, str]], args: argparse.Namespace,
+                  failures: list[dict]) -> list[tuple[Path, str, object, GroundingResult]]:
+    """Load and run one batch; a failing image is reported and skipped (the batch is retried per image)."""
+    loaded = []
+    for path, stem in batch:
+        try:
+            loaded.append((path, stem, load_image(path)))
+        except ImageLoadError as error:
+            report(failures, path, error)
+    if not loaded:
+        return []
+    try:
+        results = run_images(model, [img for _, _, img in loaded], args)
+        return [(p, s, img, r) for (p, s, img), r in zip(loaded, results)]
+    except (ValueError, RuntimeError) as error:
+        if len(loaded) == 1:
+            report(failures, loaded[0][0], error)
+            return []
+    return [done for item in loaded for done in process_batch(model, [item[:2]], args, failures)]
+
+
+def report(failures: list[dict], path: Path, error: Exception) -> None:
+    failures.append({"image": str(path), "error": f"{type(error).__name__}: {error}"})
+    tqdm.write(f"skipped {path}: {error}", file=sys.stderr)
+
+
+def summary_line(path: Path, result: GroundingResult) -> str:
+    """`name: phrase score [x1, y1, x2, y2]; …` — what was found where."""
+    found = "; ".join(f"{d.get('phrase', '')} {d['score']:.2f} {[round(v) for v in d['box']]}"
+                      for d in result.detections.to_dicts())
+    return f"{path.name}: {found or 'nothing found'}"
+
+
+def run_batch(args: argparse.Namespace, items: list[tuple[Path, str]]) -> int:
+    """Run the job over ``(path, output stem)`` items and write the outputs under ``args.out``."""
+    try:
+        args.device = resolve_device(args.device)
+        coco_ids = CocoIds.from_ground_truth(args.coco_gt) if args.coco_gt else CocoIds()
+        image_ids = {path: coco_ids.image_id(path, stem) for path, stem in items}
+        model = build_model(args)
+        if not args.phrase:
+            model.load_captioner()  # missing BLIP weights fail before any image is processed
+    except (FileNotFoundError, ValueError, KeyError) as error:  # MissingResourceError is a FileNotFoundError
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    out = Path(args.out)
+    coco, failures, written = [], [], 0
+    with tqdm(total=len(items), desc="images", unit="img", disable=args.quiet) as bar:
+        for start in range(0, len(items), args.batch_size):
+            batch = items[start:start + args.batch_size]
+            try:
+                results = process_batch(model, batch, args, failures)
+            except MissingResourceError as error:
+                print(f"error: {error}", file=sys.stderr)
+                return 2
+            for path, stem, image, result in results:
+                write_image_outputs(out, stem, image, result, str(path))
+                if not args.quiet:
+                    tqdm.write(summary_line(path, result))
+                coco += coco_records(result, image_ids[path], coco_ids)
+                written += 1
+            bar.update(len(batch))
+    write_coco_results(out / "coco_results.json", coco)
+    (out / "failures.json").write_text(json.dumps(failures, indent=2))
+    print(f"wrote {written} of {len(items)} images to {out}" + (f"; {len(failures)} failed" if failures else ""))
+    return 0 if written else 1
