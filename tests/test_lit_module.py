@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from tests.helpers.tiny_module import tiny_module
+from wwbl.box_rules import BoxRule
 from wwbl.lit_module import WWbLModule
 from wwbl.metrics import BoxAccuracy, PointingAccuracy
 
@@ -163,3 +164,11 @@ def test_default_network_is_the_tasks_architecture():
     module = WWbLModule(task="wsol", clip_model="wwbl-tiny-vit", clip_pretrained="random", pretrained_backbone=False)
     assert module.net.config() == {"backbone": "vgg16", "input_norm": "reference", "max_decoder_channels": 512,
                                    "vgg_width_div": 1}
+
+
+def test_validation_box_rule_takes_the_same_settings_as_the_clis():
+    module = tiny_module(val_box_threshold=0.8, val_box_nms_iou=0.1)
+    assert module.val_box_rule == BoxRule(rule="wsg", mode="paper", threshold=0.8, nms_iou=0.1)
+    assert tiny_module().val_box_rule == BoxRule(rule="wsg", mode="paper")
+    with pytest.raises(ValueError, match="NMS"):  # the WSOL rule has no NMS: refused when the module is built
+        tiny_module(task="wsol", network={"architecture": "wsol_unet", "backbone": "vgg16"}, val_box_nms_iou=0.3)

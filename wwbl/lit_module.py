@@ -95,6 +95,9 @@ class WWbLModule(L.LightningModule):
         val_box_mode: box rule for the validation box accuracy, "paper" or "reference" (the
             released code's): for WSG ``wsg_boxes`` (NMS 0.3 vs. the union rule), for WSOL
             ``wsol_box`` (the largest contour at 0.1 of the map vs. of the cubehelix gray).
+        val_box_threshold, val_box_nms_iou: that rule's threshold and (WSG) NMS IoU; None = the
+            rule's defaults (the same :class:`~wwbl.box_rules.BoxRule` fields as ``--box-threshold``
+            and ``--box-nms-iou`` of ``infer.py`` and the evaluation).
     """
 
     def __init__(
@@ -124,6 +127,8 @@ class WWbLModule(L.LightningModule):
         momentum: float = 0.9,
         weight_decay: float = 1e-4,
         val_box_mode: str = "paper",
+        val_box_threshold: float | None = None,
+        val_box_nms_iou: float | None = None,
     ) -> None:
         super().__init__()
         _check_choice("task", task, TASKS)
@@ -135,6 +140,7 @@ class WWbLModule(L.LightningModule):
             raise ValueError("loss_form='reference_wsol' needs background_prompts (e.g. the CUB list "
                              f"{CUB_BACKGROUND_PROMPTS})")
         self.save_hyperparameters()
+        self.val_box_rule  # noqa: B018 — checks the box-rule settings now, not at the first validation
         clip = ClipSpec(clip_model, clip_pretrained, clip_checkpoint, clip_precision).build()
         # Kept outside the registered sub-modules so it never enters the state dict or the optimiser.
         self.__dict__["clip"] = clip
@@ -257,8 +263,10 @@ class WWbLModule(L.LightningModule):
     @property
     def val_box_rule(self) -> BoxRule:
         """The validation box rule: WSOL's largest contour or the WSG rule, in ``val_box_mode``, at
-        the rule's default threshold (the same :class:`BoxRule` as inference and the evaluation)."""
-        return BoxRule(rule="wsol" if self.hparams.task == "wsol" else "wsg", mode=self.hparams.val_box_mode)
+        ``val_box_threshold`` / ``val_box_nms_iou`` (the same :class:`BoxRule` as inference and the evaluation)."""
+        hp = self.hparams
+        return BoxRule(rule="wsol" if hp.task == "wsol" else "wsg", mode=hp.val_box_mode,
+                       threshold=hp.get("val_box_threshold"), nms_iou=hp.get("val_box_nms_iou"))
 
     # -- checkpoints -----------------------------------------------------------------------------
     def export_spec(self) -> dict[str, Any]:
