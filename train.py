@@ -53,6 +53,20 @@ def resolve_configs(argv: list[str]) -> list[str]:
     return out
 
 
+def continue_in_run_folder(trainer: Any, ckpt_path: str | None) -> None:
+    """A run resumed from ``…/version_N/checkpoints/x.ckpt`` logs and checkpoints into that same
+    ``version_N`` folder (not a new one), so ModelCheckpoint keeps its best/last tracking there."""
+    if not ckpt_path:
+        return
+    folder = Path(ckpt_path).resolve().parent
+    version = folder.parent.name.removeprefix("version_")
+    if folder.name != "checkpoints" or not version.isdigit():
+        return
+    for logger in trainer.loggers:  # CSV / TensorBoard loggers name their folder after `_version`
+        if hasattr(logger, "_version") and Path(logger.root_dir).resolve() == folder.parent.parent:
+            logger._version = int(version)
+
+
 def _fail(message: str) -> None:
     print(f"error: {message}", file=sys.stderr)
     raise SystemExit(2)
@@ -89,6 +103,7 @@ def main(args: list[str] | None = None) -> Any:
     except (ValueError, FileNotFoundError) as error:  # a setting the model or data module refused
         _fail(f"{type(error).__name__}: {error}")
     sys.stderr.write(stderr.getvalue())
+    continue_in_run_folder(cli.trainer, cli.config.ckpt_path)
     try:
         cli.trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=cli.config.ckpt_path)
     except (MissingResourceError, AnnotationError) as error:  # missing data or weights found while starting

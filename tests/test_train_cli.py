@@ -79,6 +79,10 @@ def test_coco_paper_config_trains_validates_exports_and_resumes(datasets, tmp_pa
     resumed = run("coco_wsg.yaml", tmp_path, "--data.root", str(datasets / "coco"), "--data.val_root", "null",
                   "--trainer.max_epochs", "2", "--ckpt_path", str(ckpt_path))
     assert resumed.trainer.global_step == 2
+    # The resumed run continues in the same version folder and keeps the best-checkpoint tracking.
+    assert resumed.trainer.logger.log_dir == cli.trainer.logger.log_dir
+    assert resumed.trainer.checkpoint_callback.dirpath == cli.trainer.checkpoint_callback.dirpath
+    assert resumed.trainer.checkpoint_callback.best_model_path == cli.trainer.checkpoint_callback.best_model_path
 
 
 def test_coco_reference_config_trains(datasets, tmp_path):
