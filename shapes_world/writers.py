@@ -27,6 +27,7 @@ from collections.abc import Sequence
 
 import numpy as np
 from PIL import Image
+from tqdm import tqdm
 
 from shapes_world.captions import entity_id, entity_sentences, image_captions
 from shapes_world.config import load_world_config
@@ -66,7 +67,7 @@ def write_coco(world: ShapesWorld, root: str, split: str, count: int, coco_split
     categories = coco_category_ids(world)
     images, captions, instances = [], [], []
     image_dir = os.path.join(root, "images", coco_split)
-    for index in range(count):
+    for index in tqdm(range(count), desc=f"{split} scenes", unit="scene", leave=False):
         scene = world.scene(split, index)
         iid = image_id(split, index)
         file_name = f"COCO_{coco_split}_{iid:012d}.jpg"
@@ -117,7 +118,7 @@ def write_flickr(world: ShapesWorld, root: str, splits: dict[str, int], names: d
     entities = os.path.join(root, "flickr30k_entities")
     for split, count in splits.items():
         ids = []
-        for index in range(count):
+        for index in tqdm(range(count), desc=f"{split} scenes", unit="scene", leave=False):
             scene = world.scene(split, index)
             if not scene.annotated:
                 continue
