@@ -21,6 +21,7 @@ from wwbl.cli import (
     add_box_rule_arguments,
     add_device_argument,
     add_pipeline_arguments,
+    add_precision_argument,
     output_dir,
     positive_int,
 )
@@ -52,6 +53,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     add_box_rule_arguments(p)
     add_pipeline_arguments(p)
     add_device_argument(p)
+    add_precision_argument(p)
     p.add_argument("--batch-size", type=positive_int, default=8, help="images processed together")
     p.add_argument("--out", type=output_dir, default="wwbl_output", help="output folder")
     p.add_argument("--coco-gt", default=None, help="COCO ground-truth JSON: coco_results.json takes its image ids "

@@ -141,3 +141,11 @@ def test_an_unavailable_device_is_one_line(infer, assets, tmp_path, capsys):
     assert infer.main(args + common(assets, tmp_path)) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: device 'cuda' is not available") and "\n" not in err
+
+
+def test_bf16_autocast_inference_runs_end_to_end(infer, assets, tmp_path):
+    args = ["--image", str(assets / "images" / "0001.png"), "--phrase", "a dog", "--precision", "bf16"]
+    assert infer.main(args + common(assets, tmp_path)) == 0
+    heatmaps = np.load(tmp_path / "0001_heatmaps.npy").astype(np.float32)  # stored as float16 by the writer
+    assert heatmaps.shape == (1, 40, 70) and np.isfinite(heatmaps).all()
+    assert 0.0 <= heatmaps.min() and heatmaps.max() <= 1.0

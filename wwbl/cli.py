@@ -72,6 +72,11 @@ def add_device_argument(parser: argparse.ArgumentParser) -> None:
                         help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps")
 
 
+def add_precision_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--precision", choices=defaults.PRECISIONS, default=defaults.PRECISIONS[0],
+                        help="autocast dtype for the models at inference (maps and boxes stay float32)")
+
+
 def add_box_rule_arguments(parser: argparse.ArgumentParser) -> None:
     """``--box-mode``, ``--box-threshold`` and ``--box-nms-iou`` (read back by
     :func:`wwbl.inference.options.box_rule_from_args`)."""

@@ -35,5 +35,6 @@ MIN_CLUSTER_SIZE = 2
 HEATMAP_SOURCES = ("g", "gae", "gem", "clip_surgery", "clip_text_span", "adapting_clip", "vl_score", "gradcam",
                    "crop_and_rank", "random", "centre")
 
-# Devices: "auto" picks cuda, then mps, then cpu.
+# Devices: "auto" picks cuda, then mps, then cpu; inference precision (torch.autocast dtype).
 DEVICE = "auto"
+PRECISIONS = ("fp32", "bf16", "fp16")

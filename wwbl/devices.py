@@ -33,6 +33,14 @@ def resolve_device(name: str) -> torch.device:
     raise ValueError(f"unknown device {name!r}: use auto, cpu, cuda, cuda:N or mps")
 
 
+def autocast(device: torch.device, precision: str) -> torch.autocast:
+    """``torch.autocast`` for ``precision`` ("fp32" = disabled, "bf16", "fp16") on ``device``."""
+    dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+    if precision not in dtypes:
+        raise ValueError(f"unknown precision {precision!r}: use one of {sorted(dtypes)}")
+    return torch.autocast(device.type, dtype=dtypes[precision], enabled=precision != "fp32")
+
+
 def available_devices() -> str:
     """The devices this machine offers, for error messages (e.g. ``cpu, cuda:0``)."""
     names = ["cpu"] + [f"cuda:{i}" for i in range(torch.cuda.device_count() if torch.cuda.is_available() else 0)]

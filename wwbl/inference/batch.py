@@ -15,7 +15,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from wwbl.defaults import DEFAULT_CAPTIONER
-from wwbl.devices import resolve_device
+from wwbl.devices import autocast, resolve_device
 from wwbl.errors import ImageLoadError, MissingResourceError
 from wwbl.images import load_image
 from wwbl.inference.api import WWbLModel, load
@@ -36,11 +36,12 @@ def build_model(args: argparse.Namespace) -> WWbLModel:
 
 
 def run_images(model: WWbLModel, images: list, args: argparse.Namespace) -> list:
-    if args.phrase:
-        return model.ground_batch(images, [args.phrase] * len(images))
-    if args.iterative:
-        return model.detect_iterative(images)
-    return model.detect_batch(images)
+    with autocast(args.device, args.precision):  # extractors return float32 maps whatever the autocast dtype
+        if args.phrase:
+            return model.ground_batch(images, [args.phrase] * len(images))
+        if args.iterative:
+            return model.detect_iterative(images)
+        return model.detect_batch(images)
 
 
 def process_batch(model: WWbLModel, batch: list[tuple[Path, str]], args: argparse.Namespace,
