@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import glob
+import os
 import sys
 from pathlib import Path
 
@@ -110,6 +111,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if note:
         print(note, file=sys.stderr)
+    if args.quiet:  # before transformers loads: it reads this once (its weight-loading bars)
+        os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
     # torch, open_clip and transformers load only once the arguments are known to be usable.
     from wwbl.inference.batch import run_batch
 

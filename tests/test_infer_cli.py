@@ -1,5 +1,8 @@
 """infer.py: outputs parse, boxes lie inside the images, a corrupt file is reported and skipped."""
 import importlib.util
+import os
+import subprocess
+import sys
 import json
 from pathlib import Path
 
@@ -149,3 +152,13 @@ def test_bf16_autocast_inference_runs_end_to_end(infer, assets, tmp_path):
     heatmaps = np.load(tmp_path / "0001_heatmaps.npy").astype(np.float32)  # stored as float16 by the writer
     assert heatmaps.shape == (1, 40, 70) and np.isfinite(heatmaps).all()
     assert 0.0 <= heatmaps.min() and heatmaps.max() <= 1.0
+
+
+def test_quiet_shows_no_progress_bars(tmp_path):
+    scene = ROOT / "data" / "shapes_samples" / "shapes_test_001.png"
+    done = subprocess.run([sys.executable, str(ROOT / "infer.py"), "--image", str(scene), "--out", str(tmp_path),
+                           "--quiet"], capture_output=True, text=True, timeout=300, cwd=tmp_path,
+                          env={**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"})
+    assert done.returncode == 0, done.stderr
+    assert "it/s" not in done.stderr and "%|" not in done.stderr  # neither ours nor transformers' bars
+    assert (tmp_path / "shapes_test_001.json").is_file()  # ran from another folder: the bundled models resolve
