@@ -36,7 +36,7 @@ SIZES = {
 
 
 def build_module(size: str, input_size: int, device: torch.device, **options) -> WWbLModule:
-    module = WWbLModule(task="wsg", clip_pretrained=None, pretrained_backbone=False, input_size=input_size,
+    module = WWbLModule(task="wsg", clip_pretrained="random", pretrained_backbone=False, input_size=input_size,
                         **SIZES[size], **options)
     return module.to(device).train()
 
