@@ -80,8 +80,8 @@ def main(args: list[str] | None = None) -> Any:
     # Lightning and torch load only once the config files are known to exist (errors answer at once).
     from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
-    from wwbl.errors import AnnotationError, MissingResourceError
-    from wwbl.lit_module import WWbLModule
+    from wwbl.errors import AnnotationError, MissingResourceError, ModelFileError
+    from wwbl.lit_module import WWbLModule, check_resume_checkpoint
 
     class WWbLCLI(LightningCLI):
         def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
@@ -105,8 +105,10 @@ def main(args: list[str] | None = None) -> Any:
     sys.stderr.write(stderr.getvalue())
     continue_in_run_folder(cli.trainer, cli.config.ckpt_path)
     try:
+        if cli.config.ckpt_path:  # a damaged or foreign checkpoint is named before Lightning reads it
+            check_resume_checkpoint(cli.config.ckpt_path, cli.model)
         cli.trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=cli.config.ckpt_path)
-    except (MissingResourceError, AnnotationError) as error:  # missing data or weights found while starting
+    except (MissingResourceError, AnnotationError, ModelFileError) as error:  # missing data or weights, damaged files
         _fail(str(error))
     return cli
 

@@ -13,7 +13,7 @@ from safetensors.torch import load_file, save_file
 
 import wwbl
 from wwbl.clip import FrozenCLIP
-from wwbl.errors import AnnotationError, MissingResourceError
+from wwbl.errors import MissingResourceError, ModelFileError
 from wwbl.export import (export_from_lightning_checkpoint, export_grounding_net, load_grounding_net, read_export_config,
                          resolve_clip_checkpoint)
 from wwbl.extractors.network_g import NetworkGExtractor
@@ -91,10 +91,10 @@ def test_missing_and_foreign_exports_give_named_errors(tmp_path):
     with pytest.raises(MissingResourceError, match="config.json"):
         load_grounding_net(str(tmp_path / "nothing"))
     (tmp_path / "config.json").write_text('{"format": "something-else"}')
-    with pytest.raises(AnnotationError, match="not a wwbl network g export"):
+    with pytest.raises(ModelFileError, match="not a wwbl network g export"):
         load_grounding_net(str(tmp_path))
     (tmp_path / "config.json").write_text("{not json")
-    with pytest.raises(AnnotationError, match="not valid JSON"):
+    with pytest.raises(ModelFileError, match="not valid JSON"):
         load_grounding_net(str(tmp_path))
 
 
@@ -302,5 +302,5 @@ def test_from_pretrained_reads_a_hub_repository_from_the_local_cache(tmp_path, m
 
 def test_export_refuses_foreign_checkpoints(tmp_path):
     torch.save({"state_dict": {"layer.weight": torch.zeros(1)}}, tmp_path / "other.ckpt")
-    with pytest.raises(AnnotationError, match="wwbl_export"):
+    with pytest.raises(ModelFileError, match="wwbl_export"):
         export_from_lightning_checkpoint(str(tmp_path / "other.ckpt"), str(tmp_path / "out"))

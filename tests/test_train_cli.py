@@ -158,3 +158,15 @@ def test_user_errors_end_in_one_line(tmp_path, capsys):
     assert exit_.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("error:") and "Traceback" not in "\n".join(err)
+
+
+def test_a_damaged_resume_checkpoint_ends_in_one_line(datasets, tmp_path, capsys):
+    damaged = tmp_path / "last.ckpt"
+    damaged.write_bytes(b"PK\x03\x04 not really a checkpoint")
+    with pytest.raises(SystemExit) as exit_:
+        run("coco_wsg.yaml", tmp_path, "--data.root", str(datasets / "coco"), "--data.val_root", "null",
+            "--ckpt_path", str(damaged))
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert err.strip().splitlines()[-1].startswith(f"error: {damaged}: is not a readable PyTorch file")

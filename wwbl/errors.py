@@ -19,3 +19,18 @@ class ImageLoadError(ValueError):
 
 class AnnotationError(ValueError):
     """An annotation file is malformed; the message names the file and the offending entry."""
+
+
+class ModelFileError(ValueError):
+    """A model file (weights, its config, a checkpoint) is damaged or does not fit what it describes.
+
+    The message is one line, ``"<file>: <problem>"``; ``path`` and ``problem`` hold the two parts.
+    """
+
+    def __init__(self, path: object, problem: str) -> None:
+        self.path = str(path)
+        self.problem = " ".join(str(problem).split())  # third-party messages span lines; this one must not
+        super().__init__(f"{self.path}: {self.problem}")
+
+    def __reduce__(self) -> tuple[type, tuple[str, str]]:  # picklable (worker processes) despite two arguments
+        return type(self), (self.path, self.problem)

@@ -25,14 +25,26 @@ import argparse
 import json
 import os
 import shutil
+import sys
+import typing
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 
-from wwbl.errors import AnnotationError, MissingResourceError
-from wwbl.networks import architecture_name, build_network
+from wwbl.errors import MissingResourceError, ModelFileError
+from wwbl.model_files import (
+    json_type,
+    load_checked,
+    read_json_object,
+    read_safetensors,
+    read_torch_file,
+    require_file,
+    require_folder,
+    type_problem,
+)
+from wwbl.networks import ARCHITECTURES, architecture_name, build_network, network_options
 
 FORMAT = "wwbl-g"
 # 2: a relative CLIP checkpoint is relative to the export folder (1: to the working directory).
@@ -111,31 +123,75 @@ def resolve_clip_checkpoint(checkpoint: str | None, path_dir: str, format_versio
 
 
 def read_export_config(path_dir: str) -> dict[str, Any]:
-    """Read and validate ``config.json`` of an exported g.
+    """Read and validate ``config.json`` of an exported g (`ModelFileError` naming the file and the entry).
 
     ``clip.checkpoint`` comes back resolved (`resolve_clip_checkpoint`), usable from any working directory.
     """
+    require_folder(path_dir, "an exported network g", f"{CONFIG_FILE} and {WEIGHTS_FILE}")
     config_path = os.path.join(path_dir, CONFIG_FILE)
     if not os.path.isfile(config_path):
         raise MissingResourceError(f"exported network config '{config_path}' not found; "
                                    f"export a model with `python -m wwbl.export --ckpt ... --out {path_dir}`")
-    try:
-        with open(config_path, encoding="utf-8") as f:
-            config = json.load(f)
-    except json.JSONDecodeError as e:
-        raise AnnotationError(f"'{config_path}' is not valid JSON: {e}") from e
-    if not isinstance(config, dict) or config.get("format") != FORMAT:
-        raise AnnotationError(f"'{config_path}' is not a wwbl network g export (format != '{FORMAT}')")
-    if config.get("format_version", 0) > FORMAT_VERSION:
-        raise AnnotationError(f"'{config_path}' has format_version {config['format_version']}; "
-                              f"this wwbl reads up to {FORMAT_VERSION}")
-    for key in ("architecture", "kwargs", "clip"):
-        if key not in config:
-            raise AnnotationError(f"'{config_path}' lacks the required entry '{key}'")
+    config = read_json_object(config_path)
+    if config.get("format") != FORMAT:
+        raise ModelFileError(config_path, f"is not a wwbl network g export (format {json.dumps(config.get('format'))}, "
+                                          f"not \"{FORMAT}\")")
+    version = config.get("format_version", 0)  # exports from before format_version existed count as format 1
+    if "format_version" in config and (type(version) is not int or not 1 <= version <= FORMAT_VERSION):
+        newer = type(version) is int and version > FORMAT_VERSION
+        raise ModelFileError(config_path, f"has format_version {json.dumps(version)}; this wwbl reads the integers "
+                                          f"1 to {FORMAT_VERSION}" + ("; a newer wwbl wrote it" if newer else ""))
+    check_description(config_path, config)
     config["clip"] = dict(config["clip"])
-    config["clip"]["checkpoint"] = resolve_clip_checkpoint(config["clip"].get("checkpoint"), path_dir,
-                                                           config.get("format_version", 0))
+    config["clip"]["checkpoint"] = resolve_clip_checkpoint(config["clip"].get("checkpoint"), path_dir, version)
     return config
+
+
+# The types of the entries beside ``kwargs`` that loading uses (other entries are notes and pass unchecked).
+CLIP_ENTRIES: dict[str, Any] = {"model": str, "pretrained": str | None, "checkpoint": str | None, "precision": str}
+SETTING_ENTRIES: dict[str, Any] = {"input_size": int, "input_norm": str, "text_prefix": str, "task": str,
+                                   "mask_space": str}
+
+
+def check_description(path: str, spec: dict[str, Any]) -> None:
+    """Check the entries that rebuild g (``architecture``, ``kwargs``, ``clip`` and the recorded settings) of
+    an export config or a checkpoint's ``wwbl_export`` entry read from ``path``."""
+    for key in ("architecture", "kwargs", "clip"):
+        if key not in spec:
+            raise ModelFileError(path, f"lacks the required entry '{key}'")
+    architecture = spec["architecture"]
+    if not isinstance(architecture, str) or architecture not in ARCHITECTURES:
+        raise ModelFileError(path, f"architecture {json.dumps(architecture)[:60]} is unknown; "
+                                   f"known: {sorted(ARCHITECTURES)}")
+    for key, kind in (("kwargs", dict), ("clip", dict)):
+        if not isinstance(spec[key], kind):
+            raise ModelFileError(path, f"'{key}' must be an object, not {json_type(spec[key])}")
+    problem = _kwargs_problem(architecture, spec["kwargs"]) or _entries_problem("clip.", spec["clip"], CLIP_ENTRIES) \
+        or _entries_problem("", spec, SETTING_ENTRIES)
+    if problem:
+        raise ModelFileError(path, problem)
+    if not spec["clip"].get("model"):
+        raise ModelFileError(path, "lacks 'clip.model', the open_clip architecture g was trained with")
+    if isinstance(spec.get("input_size"), int) and spec["input_size"] < 1:
+        raise ModelFileError(path, f"input_size must be positive, not {spec['input_size']}")
+
+
+def _kwargs_problem(architecture: str, kwargs: dict[str, Any]) -> str:
+    """Why ``kwargs`` cannot build ``architecture`` (an unknown option, a wrong type, null), or ""."""
+    hints = typing.get_type_hints(ARCHITECTURES[architecture].__init__)
+    options = set(network_options(architecture)) - {"pretrained_backbone"}
+    unknown = sorted(set(kwargs) - options)
+    if unknown:
+        return f"kwargs {unknown} are not options of '{architecture}' (it takes {sorted(options)})"
+    return _entries_problem("kwargs.", kwargs, hints)
+
+
+def _entries_problem(prefix: str, entries: dict[str, Any], types_: dict[str, Any]) -> str:
+    for key, value in entries.items():
+        problem = type_problem(prefix + key, value, types_[key]) if key in types_ else ""
+        if problem:
+            return problem
+    return ""
 
 
 def load_grounding_net(path_dir: str, map_location: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
@@ -144,19 +200,38 @@ def load_grounding_net(path_dir: str, map_location: str | torch.device = "cpu") 
     weights_path = os.path.join(path_dir, WEIGHTS_FILE)
     if not os.path.isfile(weights_path):
         raise MissingResourceError(f"exported network weights '{weights_path}' not found")
-    net = build_network(config["architecture"], pretrained_backbone=False, **config["kwargs"])
-    device = str(map_location) if isinstance(map_location, torch.device) else map_location
-    net.load_state_dict(load_file(weights_path, device=device))
+    net = _build(os.path.join(path_dir, CONFIG_FILE), config)
+    load_checked(net, read_safetensors(weights_path), weights_path, f"the '{config['architecture']}' that "
+                 f"{CONFIG_FILE} describes")
     return net.to(map_location).eval(), config
 
 
-def network_state_from_checkpoint(ckpt: dict[str, Any]) -> dict[str, torch.Tensor]:
-    """The ``net.*`` entries of a WWbLModule checkpoint's state dict, prefix removed."""
+def _build(path: str, spec: dict[str, Any]) -> nn.Module:
+    """g from a checked description; values of the right type that still make no network (a zero width) are named."""
+    try:
+        return build_network(spec["architecture"], pretrained_backbone=False, **spec["kwargs"])
+    except (ValueError, TypeError, RuntimeError, ZeroDivisionError) as error:
+        raise ModelFileError(path, f"its kwargs build no '{spec['architecture']}' ({error})") from error
+
+
+def network_state_from_checkpoint(ckpt: dict[str, Any], source: str = "the checkpoint") -> dict[str, torch.Tensor]:
+    """The ``net.*`` entries of a WWbLModule checkpoint's state dict, prefix removed (``source`` names it in errors)."""
     state = ckpt.get("state_dict", {})
+    if not isinstance(state, dict):
+        raise ModelFileError(source, f"'state_dict' must be a mapping of names to tensors, not {type(state).__name__}")
     net_state = {k[len(NET_PREFIX):]: v for k, v in state.items() if k.startswith(NET_PREFIX)}
     if not net_state:
-        raise AnnotationError("the checkpoint holds no 'net.*' weights; is it a wwbl WWbLModule checkpoint?")
+        raise ModelFileError(source, "holds no 'net.*' weights; is it a wwbl WWbLModule checkpoint?")
     return net_state
+
+
+def read_checkpoint(ckpt_path: str) -> dict[str, Any]:
+    """A Lightning ``.ckpt`` as a dict, read with ``weights_only=True`` (no unpickling of objects)."""
+    require_file(ckpt_path, "checkpoint")
+    ckpt = read_torch_file(ckpt_path)
+    if not isinstance(ckpt, dict):
+        raise ModelFileError(ckpt_path, f"holds a {type(ckpt).__name__}, not a Lightning checkpoint (a dict)")
+    return ckpt
 
 
 def export_from_lightning_checkpoint(ckpt_path: str, out_dir: str, embed_clip: bool = False) -> str:
@@ -164,20 +239,20 @@ def export_from_lightning_checkpoint(ckpt_path: str, out_dir: str, embed_clip: b
 
     A relative CLIP checkpoint in the ``.ckpt`` is taken relative to the working directory.
     """
-    if not os.path.isfile(ckpt_path):
-        raise MissingResourceError(f"checkpoint '{ckpt_path}' not found")
-    ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+    ckpt = read_checkpoint(ckpt_path)
     spec = ckpt.get(CHECKPOINT_KEY)
     if not isinstance(spec, dict):
-        raise AnnotationError(f"'{ckpt_path}' lacks the '{CHECKPOINT_KEY}' entry; "
-                              f"it was not written by wwbl.lit_module.WWbLModule")
-    net = build_network(spec["architecture"], pretrained_backbone=False, **spec["kwargs"])
-    net.load_state_dict(network_state_from_checkpoint(ckpt))
+        raise ModelFileError(ckpt_path, f"lacks the '{CHECKPOINT_KEY}' entry; "
+                                        f"it was not written by wwbl.lit_module.WWbLModule")
+    check_description(ckpt_path, spec)
+    net = _build(ckpt_path, spec)
+    load_checked(net, network_state_from_checkpoint(ckpt, ckpt_path), ckpt_path,
+                 f"the '{spec['architecture']}' its '{CHECKPOINT_KEY}' entry describes")
     extra = {k: v for k, v in spec.items() if k not in ("architecture", "kwargs", "clip")}
     return export_grounding_net(net, out_dir, spec["clip"], extra, embed_clip=embed_clip)
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Export network g from a Lightning checkpoint "
                                                  "to safetensors + config.json.")
     parser.add_argument("--ckpt", required=True, help="path to a WWbLModule .ckpt file")
@@ -185,9 +260,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--embed-clip", action="store_true",
                         help="copy local CLIP weights into the export (default: refer to them by a relative path)")
     args = parser.parse_args(argv)
-    out = export_from_lightning_checkpoint(args.ckpt, args.out, embed_clip=args.embed_clip)
+    try:
+        out = export_from_lightning_checkpoint(args.ckpt, args.out, embed_clip=args.embed_clip)
+    except (ValueError, FileNotFoundError) as error:  # a damaged or foreign checkpoint, a missing file
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     print(f"exported network g to {out}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

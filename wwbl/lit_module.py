@@ -37,7 +37,8 @@ from torch import nn
 
 from wwbl.box_rules import BoxRule
 from wwbl.clip import ClipSpec, minmax_normalize
-from wwbl.export import CHECKPOINT_KEY
+from wwbl.errors import ModelFileError
+from wwbl.export import CHECKPOINT_KEY, network_state_from_checkpoint, read_checkpoint
 from wwbl.images import resize_heatmap
 from wwbl.losses import (
     FORMS,
@@ -51,6 +52,7 @@ from wwbl.losses import (
     wsol_foreground_loss,
 )
 from wwbl.metrics import BoxAccuracy, PointingAccuracy
+from wwbl.model_files import state_mismatch
 from wwbl.networks import architecture_name, build_network
 
 TASKS = ("wsg", "wsol")
@@ -290,6 +292,19 @@ class WWbLModule(L.LightningModule):
         if legacy:
             raise ValueError(f"this checkpoint's g is described by the flat hyper-parameters {legacy} of an older "
                              "wwbl; convert it with `python -m wwbl.migrate_checkpoint OLD.ckpt NEW.ckpt`")
+
+
+def check_resume_checkpoint(ckpt_path: str, module: WWbLModule) -> None:
+    """Check ``train.py --ckpt_path`` before Lightning resumes from it: a readable WWbLModule checkpoint
+    (read with ``weights_only=True``) whose g weights fit ``module``'s network; else `ModelFileError`."""
+    ckpt = read_checkpoint(ckpt_path)
+    legacy = sorted(set(ckpt.get("hyper_parameters") or {}) & set(LEGACY_NETWORK_HPARAMS))
+    if legacy:
+        raise ModelFileError(ckpt_path, f"g is described by the flat hyper-parameters {legacy} of an older wwbl; "
+                                        "convert it with `python -m wwbl.migrate_checkpoint OLD.ckpt NEW.ckpt`")
+    problem = state_mismatch(module.net.state_dict(), network_state_from_checkpoint(ckpt, ckpt_path))
+    if problem:
+        raise ModelFileError(ckpt_path, f"its g weights do not fit the configured network (model.network): {problem}")
 
 
 def network_config(task: str, network: dict[str, Any] | None, text_dim: int) -> dict[str, Any]:

@@ -13,12 +13,13 @@ Usage: ``python -m wwbl.migrate_checkpoint old.ckpt new.ckpt``.
 from __future__ import annotations
 
 import argparse
-import os
+import sys
 from typing import Any
 
 import torch
 
-from wwbl.errors import MissingResourceError
+from wwbl.errors import ModelFileError
+from wwbl.export import read_checkpoint
 from wwbl.lit_module import LEGACY_NETWORK_HPARAMS, TASK_ARCHITECTURES
 
 # The flat hyper-parameters the old module passed to each task's network (the WSG g was always
@@ -49,22 +50,28 @@ def migrate_hparams(hparams: dict[str, Any]) -> dict[str, Any]:
 
 def migrate_checkpoint(src: str, dst: str) -> str:
     """Write ``src`` with migrated hyper-parameters to ``dst`` (no unpickling); returns ``dst``."""
-    if not os.path.isfile(src):
-        raise MissingResourceError(f"checkpoint '{src}' not found")
-    ckpt = torch.load(src, map_location="cpu", weights_only=True)
-    ckpt["hyper_parameters"] = migrate_hparams(ckpt.get("hyper_parameters", {}))
+    ckpt = read_checkpoint(src)
+    hparams = ckpt.get("hyper_parameters", {})
+    if not isinstance(hparams, dict):
+        raise ModelFileError(src, f"'hyper_parameters' must be a mapping, not {type(hparams).__name__}")
+    ckpt["hyper_parameters"] = migrate_hparams(hparams)
     torch.save(ckpt, dst)
     return dst
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Convert a WWbLModule checkpoint with flat network "
                                                  "hyper-parameters to the network-config form.")
     parser.add_argument("src", help="the old .ckpt file")
     parser.add_argument("dst", help="where to write the converted .ckpt")
     args = parser.parse_args(argv)
-    print(f"wrote {migrate_checkpoint(args.src, args.dst)}")
+    try:
+        print(f"wrote {migrate_checkpoint(args.src, args.dst)}")
+    except (ValueError, FileNotFoundError) as error:  # a damaged or foreign checkpoint, a missing file
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

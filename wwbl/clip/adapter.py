@@ -27,14 +27,14 @@ from typing import Any
 import open_clip
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file
 from torch import Tensor, nn
 
 from wwbl.clip.relevancy import relevancy_maps
 from wwbl.clip.resnet import ResNetInternals
 from wwbl.clip.text import encode_text_short, supports_short_context
 from wwbl.clip.vit import UnsupportedCLIPError, ViTInternals
-from wwbl.errors import MissingResourceError
+from wwbl.errors import MissingResourceError, ModelFileError
+from wwbl.model_files import json_type, load_checked, read_json_object, read_weights
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +42,8 @@ MODEL_CONFIG_DIR = Path(__file__).parent / "model_configs"
 _PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 # The one spelling, everywhere, for "no trained weights": a tiny test model or a speed benchmark.
 RANDOM_WEIGHTS = "random"
+# The files of an open_clip model folder.
+CLIP_CONFIG_FILE, CLIP_WEIGHTS_FILE = "open_clip_config.json", "open_clip_model.safetensors"
 
 
 def register_model_configs(path: str | Path = MODEL_CONFIG_DIR) -> None:
@@ -285,25 +287,42 @@ def _quiet_create(model: str, quick_gelu: bool) -> nn.Module:
 
 
 def _from_local(model: str, path: Path, quick_gelu: bool) -> tuple[nn.Module, str]:
+    hint = ""
     if path.is_dir():
-        config_file, weights = path / "open_clip_config.json", path / "open_clip_model.safetensors"
+        config_file, weights = path / CLIP_CONFIG_FILE, path / CLIP_WEIGHTS_FILE
         for needed in (config_file, weights):
             if not needed.is_file():
                 raise MissingResourceError(f"CLIP model directory {path} lacks {needed.name}")
         model = _register_dir_config(config_file)
-        path = weights
+        net = _create_from_dir_config(model, config_file, quick_gelu)
+        path, what = weights, f"the CLIP that {config_file.name} describes"
     elif not path.is_file():
         raise MissingResourceError(f"CLIP checkpoint file not found: {path}")
-    net = _quiet_create(model, quick_gelu)
-    state = _read_state_dict(path)
+    else:
+        if path.suffix == ".json":
+            raise ModelFileError(path, f"is a JSON file, not CLIP weights; pass the CLIP folder {path.parent} "
+                                       "or its weights file")
+        # Names with a scheme ("hf-hub:...") are open_clip's to resolve.
+        if ":" not in model and model not in open_clip.list_models():
+            raise ValueError(f"unknown open_clip model {model!r} for the CLIP weights {path}; known: "
+                             f"open_clip.list_models() and the JSON files in {MODEL_CONFIG_DIR}")
+        if (path.parent / CLIP_CONFIG_FILE).is_file():
+            hint = f"it lies in an open_clip model folder: pass the folder {path.parent} instead"
+        net, what = _quiet_create(model, quick_gelu), f"open_clip model {model!r}"
+    state = read_weights(path)
     state = {k.removeprefix("module."): v for k, v in state.items()}
-    net.load_state_dict(state)
+    load_checked(net, state, path, what, hint)
     return net, model
 
 
 def _register_dir_config(config_file: Path) -> str:
-    config = json.loads(config_file.read_text())
+    config = read_json_object(config_file)
     model_cfg = config.get("model_cfg", config)
+    if not isinstance(model_cfg, dict):
+        raise ModelFileError(config_file, f"'model_cfg' must be an object, not {json_type(model_cfg)}")
+    missing = [key for key in ("embed_dim", "vision_cfg", "text_cfg") if key not in model_cfg]
+    if missing:  # open_clip would skip such a config silently and then not find the model
+        raise ModelFileError(config_file, f"'model_cfg' lacks {missing}, which open_clip needs to build a CLIP")
     name = f"local-{config_file.parent.resolve().name}"
     # open_clip reads the file while registering and keeps the config in memory: no file must stay.
     with tempfile.TemporaryDirectory(prefix="wwbl_clip_cfg_") as folder:
@@ -313,8 +332,10 @@ def _register_dir_config(config_file: Path) -> str:
     return name
 
 
-def _read_state_dict(path: Path) -> dict[str, Tensor]:
-    if path.suffix == ".safetensors":
-        return load_file(str(path))
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    return state.get("state_dict", state) if isinstance(state, dict) else state
+def _create_from_dir_config(model: str, config_file: Path, quick_gelu: bool) -> nn.Module:
+    """The open_clip model of a folder's config; a config open_clip cannot build from is named."""
+    try:
+        return _quiet_create(model, quick_gelu)
+    except (TypeError, ValueError, KeyError, AttributeError, RuntimeError, AssertionError) as error:
+        raise ModelFileError(config_file, f"open_clip cannot build a CLIP from its 'model_cfg' "
+                                          f"({type(error).__name__}: {error})") from error

@@ -11,9 +11,10 @@ convert it with :mod:`wwbl.inference.blip_convert` and pass the output folder. A
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,8 @@ from wwbl.defaults import (
     MIN_CAPTION_LENGTH,
     NUM_BEAMS,
 )
-from wwbl.errors import MissingResourceError
+from wwbl.errors import MissingResourceError, ModelFileError
+from wwbl.model_files import check_safetensors, first_few, read_json_object, require_folder
 
 
 @dataclass
@@ -49,28 +51,89 @@ class CaptionSettings:
     reference_crop_size: int | None = None
 
 
-def _load_blip(source: str, allow_download: bool):
+# A local BLIP folder (save_pretrained layout) holds each role's file under one of these names.
+BLIP_FILES = {"config": ("config.json",), "weights": ("model.safetensors", "model.safetensors.index.json",
+                                                      "pytorch_model.bin"),
+              "image processor": ("processor_config.json", "preprocessor_config.json"),
+              "tokenizer": ("tokenizer.json", "vocab.txt")}
+
+
+def _blip_classes() -> tuple[type, type]:
     from transformers import BlipForConditionalGeneration, BlipProcessor  # lazy: slow to import
 
+    return BlipForConditionalGeneration, BlipProcessor
+
+
+def _load_blip(source: str, allow_download: bool):
     local = Path(source).expanduser()
-    attempts = [True] if local.exists() or not allow_download or os.environ.get("HF_HUB_OFFLINE") else [True, False]
+    if local.exists():
+        return _load_local_blip(local)
+    model_class, processor_class = _blip_classes()
+    attempts = [True] if not allow_download or os.environ.get("HF_HUB_OFFLINE") else [True, False]
     last_error: Exception | None = None
     for local_only in attempts:
         try:
-            model = BlipForConditionalGeneration.from_pretrained(str(local) if local.exists() else source,
-                                                                 local_files_only=local_only)
-            processor = BlipProcessor.from_pretrained(str(local) if local.exists() else source,
-                                                      local_files_only=local_only)
+            model = model_class.from_pretrained(source, local_files_only=local_only)
+            processor = processor_class.from_pretrained(source, local_files_only=local_only)
             return model, processor
         except (OSError, ValueError) as error:  # missing files / offline hub / not a BLIP folder
             last_error = error
     raise MissingResourceError(
-        f"BLIP captioner {source!r} is not available ({last_error}). Supply it as a local folder holding "
-        "a transformers BlipForConditionalGeneration + BlipProcessor (save_pretrained layout), e.g. one "
-        "converted from the Salesforce checkpoint with `python -m wwbl.inference.blip_convert "
+        f"BLIP captioner {source!r} is not available ({' '.join(str(last_error).split())}). Supply it as a local "
+        "folder holding a transformers BlipForConditionalGeneration + BlipProcessor (save_pretrained layout), e.g. "
+        "one converted from the Salesforce checkpoint with `python -m wwbl.inference.blip_convert "
         "model_base_capfilt_large.pth OUT_DIR --tokenizer <local bert-base-uncased folder>`, or pre-download "
         "the Hugging Face model into the cache on a machine with network access."
     ) from last_error
+
+
+def _load_local_blip(folder: Path):
+    """A BLIP folder, checked before transformers reads it: the files are there, the weights readable and
+    complete (transformers would fill missing weights with random ones and only warn)."""
+    holds = "config.json, model.safetensors and the processor files (save_pretrained layout)"
+    require_folder(folder, "a BLIP captioner", holds)
+    found = {}
+    for role, names in BLIP_FILES.items():
+        found[role] = next((folder / name for name in names if (folder / name).is_file()), None)
+        if found[role] is None:
+            raise MissingResourceError(f"BLIP captioner folder '{folder}' lacks its {role} ({' or '.join(names)}); "
+                                       f"it must hold {holds}")
+    model_type = read_json_object(found["config"]).get("model_type")
+    if model_type != "blip":
+        raise ModelFileError(found["config"], f"describes a {model_type!r} model, not a BLIP captioner "
+                                              "(model_type 'blip')")
+    if found["weights"].suffix == ".safetensors":
+        check_safetensors(found["weights"])
+    model_class, processor_class = _blip_classes()
+    try:
+        with _quiet_transformers():
+            # Mismatched shapes come back in `info` (named below) instead of an error pointing at the hidden table.
+            model, info = model_class.from_pretrained(str(folder), local_files_only=True, output_loading_info=True,
+                                                      ignore_mismatched_sizes=True)
+            processor = processor_class.from_pretrained(str(folder), local_files_only=True)
+    except (OSError, ValueError, TypeError, KeyError, AttributeError, RuntimeError) as error:
+        raise ModelFileError(folder, f"transformers cannot load it as a BLIP captioner "
+                                     f"({type(error).__name__}: {error})") from error
+    shapes = [f"{key} {list(in_file)} in the file, {list(in_model)} in the network"
+              for key, in_file, in_model in sorted(info.get("mismatched_keys") or ())]
+    problem = "; ".join(f"{label} {first_few(keys)}" for label, keys in
+                        (("missing keys", sorted(info.get("missing_keys") or ())), ("shape mismatch", shapes)) if keys)
+    if problem:
+        raise ModelFileError(found["weights"], f"the weights do not fit the BLIP that config.json describes: {problem}")
+    return model, processor
+
+
+@contextlib.contextmanager
+def _quiet_transformers() -> Iterator[None]:
+    """transformers prints a table of every weight that does not fit; the one-line error above says it instead."""
+    from transformers.utils import logging as hf_logging  # lazy: slow to import
+
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(level)
 
 
 def _pixel_box(box: torch.Tensor, width: int, height: int) -> tuple[int, int, int, int]:
