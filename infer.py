@@ -21,6 +21,7 @@ from wwbl.cli import (
     add_box_rule_arguments,
     add_device_argument,
     add_pipeline_arguments,
+    add_score_arguments,
     output_dir,
     positive_int,
 )
@@ -50,6 +51,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                                                      "with the bundled g)")
     p.add_argument("--iterative", action="store_true", help="WWbL without selective search (Appendix A)")
     add_box_rule_arguments(p)
+    add_score_arguments(p)
     add_pipeline_arguments(p)
     add_device_argument(p)
     p.add_argument("--batch-size", type=positive_int, default=8, help="images processed together")
