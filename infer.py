@@ -23,6 +23,7 @@ from wwbl.cli import (
     add_device_argument,
     add_pipeline_arguments,
     add_precision_argument,
+    add_score_arguments,
     output_dir,
     positive_int,
 )
@@ -52,6 +53,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                                                      "with the bundled g)")
     p.add_argument("--iterative", action="store_true", help="WWbL without selective search (Appendix A)")
     add_box_rule_arguments(p)
+    add_score_arguments(p)
     add_pipeline_arguments(p)
     add_device_argument(p)
     add_precision_argument(p)

@@ -10,6 +10,7 @@
 - :mod:`shapes_world.report` — the benchmark report (CLI); its parts in ``report_settings``,
   ``report_runs`` (evaluations), ``report_ablation``, ``report_diagnostics``, ``report_claims``,
   ``report_provenance`` and ``report_markdown``
+- :mod:`shapes_world.score_auc` — ROC AUC of the detection confidence vs the box rule's score
 
 It sits beside the ``wwbl`` library, not inside its wheel: it imports ``wwbl``, never the reverse.
 Run its commands from the repository root (``python -m shapes_world.report``).

@@ -17,11 +17,16 @@ from torch import Tensor
 
 @dataclass
 class Detections:
-    """Boxes (N×4, xyxy absolute pixels, original image frame), their scores (N) and optional phrases."""
+    """Boxes (N×4, xyxy absolute pixels, original image frame), their scores (N) and optional phrases.
+
+    ``rule_scores`` (N, optional) keeps the box rule's own score (the mean min-max-normalised heat in
+    the box) where ``scores`` holds the detection confidence of :mod:`wwbl.inference.scoring`.
+    """
 
     boxes: Tensor
     scores: Tensor
     phrases: list[str] | None = field(default=None)
+    rule_scores: Tensor | None = field(default=None)
 
     def __post_init__(self) -> None:
         self.boxes = torch.as_tensor(self.boxes, dtype=torch.float32).reshape(-1, 4)
@@ -30,6 +35,10 @@ class Detections:
             raise ValueError(f"{self.boxes.shape[0]} boxes but {self.scores.shape[0]} scores")
         if self.phrases is not None and len(self.phrases) != self.boxes.shape[0]:
             raise ValueError(f"{self.boxes.shape[0]} boxes but {len(self.phrases)} phrases")
+        if self.rule_scores is not None:
+            self.rule_scores = torch.as_tensor(self.rule_scores, dtype=torch.float32).reshape(-1)
+            if self.rule_scores.shape[0] != self.boxes.shape[0]:
+                raise ValueError(f"{self.boxes.shape[0]} boxes but {self.rule_scores.shape[0]} rule scores")
 
     def __len__(self) -> int:
         return self.boxes.shape[0]
@@ -38,13 +47,24 @@ class Detections:
     def empty(cls) -> "Detections":
         return cls(torch.zeros(0, 4), torch.zeros(0))
 
+    def select(self, index: Tensor | Sequence[int]) -> "Detections":
+        """The detections at ``index`` (indices or a boolean mask), every field kept."""
+        index = torch.as_tensor(index)
+        index = (index.nonzero() if index.dtype == torch.bool else index).long().reshape(-1)
+        phrases = None if self.phrases is None else [self.phrases[i] for i in index.tolist()]
+        rule = None if self.rule_scores is None else self.rule_scores[index]
+        return Detections(self.boxes[index], self.scores[index], phrases, rule)
+
     def to_dicts(self) -> list[dict]:
-        """JSON-able records: {"box": [x1, y1, x2, y2], "score": s, "phrase": p?}."""
+        """JSON-able records: {"box": [x1, y1, x2, y2], "score": s, "phrase": p?, "box_score": r?}
+        (``box_score``: the box rule's own score, where ``score`` is the detection confidence)."""
         records = []
         for i, (box, score) in enumerate(zip(self.boxes.tolist(), self.scores.tolist())):
             record = {"box": [round(v, 2) for v in box], "score": round(score, 5)}
             if self.phrases is not None:
                 record["phrase"] = self.phrases[i]
+            if self.rule_scores is not None:
+                record["box_score"] = round(float(self.rule_scores[i]), 5)
             records.append(record)
         return records
 

@@ -91,6 +91,20 @@ def add_box_rule_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"WSG rule's NMS IoU (default: {nms['paper']} paper, {nms['reference']} reference)")
 
 
+def add_score_arguments(parser: argparse.ArgumentParser, off_by_default: bool = False) -> None:
+    """``--score-threshold`` and ``--top-k`` on the detection confidence (read back by
+    :func:`wwbl.inference.options.scoring_from_args`); ``off_by_default``: the evaluation's wording."""
+    off = ("; without either flag boxes keep the box rule's score and none is dropped, so benchmark numbers "
+           "stay the papers' protocol") if off_by_default else ""
+    parser.add_argument("--score-threshold", type=unit_float, default=None,
+                        help="drop boxes whose detection confidence is below this, so a phrase whose object is "
+                             "absent can get no box (confidence: CLIP cosine of the box crop with the phrase, for g "
+                             "combined with the raw heat in the box; see wwbl.inference.scoring and "
+                             "docs/shapes_report/scores.md; default: keep all)" + off)
+    parser.add_argument("--top-k", type=positive_int, default=None,
+                        help="keep each image's k most confident boxes (default: all)" + off)
+
+
 def add_pipeline_arguments(parser: argparse.ArgumentParser) -> None:
     """The WWbL pipeline's flags (read back by :func:`wwbl.inference.options.pipeline_options_from_args`)."""
     parser.add_argument("--ss-encoding", choices=defaults.SS_ENCODINGS, default=defaults.SS_ENCODING,

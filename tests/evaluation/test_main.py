@@ -388,3 +388,20 @@ def test_evaluation_cli_passes_the_released_code_options():
                                                              "--out", "o", "--method", "gae"]))
     assert (defaults.entity_average, defaults.box_resolution, defaults.wsol_iou_area) == \
         ("normalised", "original", "continuous")
+
+
+def test_evaluation_score_flags_are_off_by_default_and_reach_the_settings():
+    from wwbl.evaluation.__main__ import build_parser
+    from wwbl.evaluation.evaluate import settings_from_args
+    from wwbl.inference.scoring import Scoring
+
+    base = ["--dataset", "flickr30k", "--root", "r", "--out", "o", "--method", "gae"]
+    defaults = settings_from_args(build_parser().parse_args(["wsg", *base]))
+    assert defaults.scoring is None and "score_threshold" not in defaults.identity()  # old run.json still resume
+    wsg = settings_from_args(build_parser().parse_args(["wsg", *base, "--score-threshold", "0.3"]))
+    assert wsg.scoring == Scoring(threshold=0.3) and wsg.identity()["score_threshold"] == 0.3
+    wwbl = settings_from_args(build_parser().parse_args(["wwbl", *base, "--top-k", "2"]))
+    assert wwbl.scoring == Scoring(top_k=2)
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["wsol", "--dataset", "cub", "--root", "r", "--out", "o", "--method", "gae",
+                                   "--top-k", "2"])

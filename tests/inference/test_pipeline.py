@@ -93,7 +93,7 @@ def test_grounding_boxes_land_in_the_original_frame(spots, size):
     expected = spot_boxes(*size)
     assert result.boxes_for("left").boxes.shape == (2, 4)
     assert torch.allclose(result.boxes_for("right").boxes, expected, atol=1.5)
-    assert result.boxes_for("left").scores.tolist() == pytest.approx([1.0, 0.7], abs=0.05)
+    assert result.boxes_for("left").rule_scores.tolist() == pytest.approx([1.0, 0.7], abs=0.05)
 
 
 def test_grounding_rejects_empty_phrases(spots):

@@ -21,6 +21,7 @@ from wwbl.cli import (
     add_box_rule_arguments,
     add_device_argument,
     add_pipeline_arguments,
+    add_score_arguments,
     positive_int,
     unit_float,
 )
@@ -69,6 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     for p in (wsg, wwbl, wsol, masks):
         _common(p)
     for p in (wsg, wwbl):
+        add_score_arguments(p, off_by_default=True)
         p.add_argument("--gt-mode", default="union", choices=("union", "any"), help="pointing: union GT box or any box")
     wsg.add_argument("--acc-threshold", type=float, default=None, help="Acc@thr (default ZSGNet: 0.5 Flickr, 0.3 VG)")
     wsg.add_argument("--entity-average", default="normalised", choices=("normalised", "raw"),

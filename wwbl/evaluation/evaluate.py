@@ -17,6 +17,8 @@ extractor's own ``detect`` (Adapting-CLIP's box search, Crop & Rank, VL-Score's 
 otherwise (WWbL: ``"wsol"`` or else ``"wsg"``). ``box_threshold`` / ``box_nms_iou`` (``None`` = the
 rule's defaults) reach the rule as in ``infer.py``; so do the WWbL pipeline's ``pipeline`` options
 (:class:`~wwbl.inference.options.WWbLOptions`: proposals, caption decoding, clustering).
+``score_threshold`` / ``top_k`` (WSG and WWbL; off by default, so the benchmark numbers are the papers'
+protocol) score the boxes by detection confidence (:mod:`wwbl.inference.scoring`) and keep them by it.
 
 Released-code evaluation choices, each a setting with the paper-faithful default:
 ``entity_average`` (``"normalised"`` | ``"raw"``) and ``box_resolution`` (``"original"`` |
@@ -48,6 +50,7 @@ from wwbl.images import load_image, resize_square, to_tensor01
 from wwbl.inference.api import WWbLModel
 from wwbl.defaults import DEFAULT_CAPTIONER
 from wwbl.inference.options import WWbLOptions, pipeline_options_from_args
+from wwbl.inference.scoring import Scoring
 from wwbl.metrics import argmax_points
 from wwbl.readers import TASK_OF, ZSG_SPLITS, DatasetIndex, acc_threshold, load_dataset
 
@@ -56,6 +59,8 @@ TASKS = ("wsg", "wwbl", "wsol", "masks")
 _DATASET_TASK = {"wsg": "grounding", "wwbl": "grounding", "wsol": "wsol", "masks": "masks"}
 # Settings that do not change any result (left out of the resume check).
 _VOLATILE = ("out", "limit", "batch_size", "device", "label", "progress")
+# Settings recorded only when set, so runs from before they existed still resume.
+_ONLY_WHEN_SET = ("score_threshold", "top_k")
 
 
 @dataclass
@@ -94,6 +99,8 @@ class EvalSettings:
     pipeline: WWbLOptions = field(default_factory=WWbLOptions)  # WWbL: proposals, captioning, clustering
     match_prefix: str | None = None  # WWbL: GT text prefix; None = the reference's per dataset
     drop_empty: bool = False  # WWbL: exclude images without predictions (the reference)
+    score_threshold: float | None = None  # WSG / WWbL: drop boxes under this detection confidence (None: off)
+    top_k: int | None = None  # WSG / WWbL: keep an image's k most confident boxes (None: off)
     prompt: str = "an image of a {}."  # WSOL / masks: class / label prompt
     all_names: bool = True  # WSOL: average heatmaps over a class's synonyms
     classify: bool = True  # WSOL: zero-shot top-1/top-5 (needs the extractor's CLIP)
@@ -125,7 +132,15 @@ class EvalSettings:
 
     def identity(self) -> dict[str, Any]:
         """The settings a cached record depends on, as they read back from ``run.json`` (JSON types)."""
-        return json.loads(json.dumps({k: v for k, v in asdict(self).items() if k not in _VOLATILE}))
+        return json.loads(json.dumps({k: v for k, v in asdict(self).items()
+                                      if k not in _VOLATILE and not (k in _ONLY_WHEN_SET and v is None)}))
+
+    @property
+    def scoring(self) -> Scoring | None:
+        """The detection-confidence filter, or None (boxes keep the rule's score) when neither knob is set."""
+        if self.score_threshold is None and self.top_k is None:
+            return None
+        return Scoring(threshold=self.score_threshold, top_k=self.top_k)
 
     def box_rule(self, rule: str) -> BoxRule:
         """The run's :class:`BoxRule` of kind ``rule`` ("wsg" or "wsol")."""
@@ -220,7 +235,7 @@ def build_task(settings: EvalSettings, index: DatasetIndex, extractor: Any, clip
     if settings.task == "wsg":
         acc = settings.acc_threshold or (acc_threshold(settings.dataset) if settings.dataset in ZSG_SPLITS else 0.5)
         return GroundingTask(extractor, box_function(settings, extractor), settings.gt_mode, settings.iou_threshold,
-                             acc, settings.entity_average, settings.box_resolution)
+                             acc, settings.entity_average, settings.box_resolution, settings.scoring)
     if settings.task == "wwbl":
         return WWbLTask(_wwbl_predictor(settings, extractor), clip.encode_text, _match_prefix(settings),
                         settings.gt_mode, settings.iou_threshold, settings.drop_empty)
@@ -241,7 +256,8 @@ def _wwbl_predictor(settings: EvalSettings, extractor: Any) -> Callable:
         table = read_predictions(settings.predictions)
         return lambda units, images: [table.get(u.key, []) for u in units]
     rule = settings.box_rule("wsol" if settings.boxes == "wsol" else "wsg")
-    model = WWbLModel(extractor, settings.captioner or DEFAULT_CAPTIONER, boxes=rule, options=settings.pipeline)
+    model = WWbLModel(extractor, settings.captioner or DEFAULT_CAPTIONER, boxes=rule, options=settings.pipeline,
+                      scoring=settings.scoring)
     return lambda units, images: [prediction_entries(r) for r in model.detect_batch(list(images))]
 
 
@@ -364,7 +380,8 @@ def settings_from_args(args: argparse.Namespace) -> EvalSettings:
     extra = {name: getattr(args, name) for name in ("gt_mode", "acc_threshold", "predictions", "captioner",
                                                      "match_prefix", "drop_empty", "prompt",
                                                      "strict", "closing", "class_prompt", "entity_average",
-                                                     "box_resolution", "wsol_iou_area") if hasattr(args, name)}
+                                                     "box_resolution", "wsol_iou_area", "score_threshold",
+                                                     "top_k") if hasattr(args, name)}
     if hasattr(args, "first_name_only"):
         extra["all_names"] = not args.first_name_only
     if hasattr(args, "no_classify"):

@@ -34,7 +34,8 @@ from torch import Tensor
 from wwbl.boxes import Detections
 from wwbl.clip import minmax_normalize
 from wwbl.extractors.postprocess import close_map
-from wwbl.images import resize_heatmap
+from wwbl.images import resize_heatmap, to_tensor01
+from wwbl.inference.scoring import Scoring, box_heat, confidence, crop_similarity
 from wwbl.metrics import (
     AccAtIoU,
     BoxAccuracy,
@@ -103,24 +104,44 @@ def _heatmaps_once_per_phrase(extractor: Any, images: Sequence[Image.Image],
                               phrase_lists: list[list[str]], **options: bool) -> list[Tensor]:
     """``extractor.heatmaps`` with each distinct phrase of an image computed once (items of one image
     often share phrases, e.g. "a man"), expanded back to one map per entry of ``phrase_lists``."""
+    return _maps_once_per_phrase(extractor.heatmaps, images, phrase_lists, **options)
+
+
+def _maps_once_per_phrase(compute: Callable, images: Sequence[Image.Image], phrase_lists: list[list[str]],
+                          **options: bool) -> Any:
+    """``compute(images, distinct phrases)`` (per image tensors, or a tuple of such lists), each row
+    expanded back to one per entry of ``phrase_lists``."""
     positions = [{p: i for i, p in enumerate(dict.fromkeys(phrases))} for phrases in phrase_lists]
-    maps = extractor.heatmaps(list(images), [list(position) for position in positions], **options)
-    return [m[[position[p] for p in phrases]] for m, position, phrases in zip(maps, positions, phrase_lists)]
+    out = compute(list(images), [list(position) for position in positions], **options)
+
+    def expand(per_image: list[Tensor]) -> list[Tensor]:
+        return [m[[position[p] for p in phrases]] for m, position, phrases in zip(per_image, positions, phrase_lists)]
+
+    return tuple(expand(part) for part in out) if isinstance(out, tuple) else expand(out)
 
 
 class GroundingTask:
-    """WSG on a grounding benchmark (WWbL Tables 6–7, Adapting-CLIP Table 1)."""
+    """WSG on a grounding benchmark (WWbL Tables 6–7, Adapting-CLIP Table 1).
+
+    ``scoring`` (off by default, so benchmark numbers stay the papers' protocol) scores each item's
+    boxes by detection confidence (:mod:`wwbl.inference.scoring`: the CLIP term with the item's first
+    phrase; the raw heat averaged over its phrases' maps, as its map is) and keeps them by it.
+    """
 
     def __init__(self, extractor: Any, box_fn: BoxFn | None, gt_mode: str = "union", iou_threshold: float = 0.5,
                  acc_threshold: float = 0.5, entity_average: str = "normalised",
-                 box_resolution: str = "original") -> None:
+                 box_resolution: str = "original", scoring: Scoring | None = None) -> None:
         if entity_average not in ENTITY_AVERAGES:
             raise ValueError(f"entity_average must be one of {ENTITY_AVERAGES}, got {entity_average!r}")
         if box_resolution not in BOX_RESOLUTIONS:
             raise ValueError(f"box_resolution must be one of {BOX_RESOLUTIONS}, got {box_resolution!r}")
+        if scoring is not None and (entity_average, box_resolution) != (ENTITY_AVERAGES[0], BOX_RESOLUTIONS[0]):
+            raise ValueError("the detection confidence (--score-threshold / --top-k) needs the default "
+                             "entity_average 'normalised' and box_resolution 'original'")
         self.extractor, self.box_fn = extractor, box_fn  # box_fn None → the method's own detect()
         self.gt_mode, self.iou_threshold, self.acc_threshold = gt_mode, iou_threshold, acc_threshold
         self.entity_average, self.box_resolution = entity_average, box_resolution
+        self.scoring = scoring
 
     def _map_options(self) -> dict[str, bool]:
         # Only non-default requests are passed, so any object with heatmaps(images, phrases) serves the defaults.
@@ -145,22 +166,49 @@ class GroundingTask:
 
     def process(self, units: Sequence[Unit], images: Sequence[Image.Image]) -> list[dict]:
         phrase_lists = [[p for s in u.samples for p in s.phrases] for u in units]
-        maps = _heatmaps_once_per_phrase(self.extractor, images, phrase_lists, **self._map_options())
+        ranges = None
+        if self.scoring is None:
+            maps = _heatmaps_once_per_phrase(self.extractor, images, phrase_lists, **self._map_options())
+        else:
+            maps, ranges = _maps_once_per_phrase(self.extractor.heatmaps_and_ranges, images, phrase_lists)
         own = None
         if self.box_fn is None:
             own = detections_for(self.extractor, images, [[s.phrases[0] for s in u.samples] for u in units])
-        records = []
+        records, all_dets, all_points = [], [], []
         for k, (unit, image_maps) in enumerate(zip(units, maps)):
             size_hw = (images[k].height, images[k].width)
             counts = [len(s.phrases) for s in unit.samples]
             averaged = [self._entity_map(m) for m in image_maps.split(counts)]
-            points = argmax_points([resize_heatmap(m, size_hw, align_corners=False) for m in averaged]).tolist()
-            items = {}
-            for j, (sample, heatmap) in enumerate(zip(unit.samples, averaged)):
-                dets = own[k][j] if own is not None else self._boxes(heatmap, size_hw)
-                items[sample.item_id] = {"point": points[j], **_boxes_json(dets)}
-            records.append({"key": unit.key, "size_hw": list(size_hw), "items": items})
+            all_points.append(argmax_points([resize_heatmap(m, size_hw, align_corners=False) for m in averaged]).tolist())
+            all_dets.append([own[k][j] if own is not None else self._boxes(heatmap, size_hw)
+                             for j, heatmap in enumerate(averaged)])
+        if self.scoring is not None:
+            all_dets = self._confident(units, images, maps, ranges, all_dets)
+        for k, (unit, dets, points) in enumerate(zip(units, all_dets, all_points)):
+            items = {sample.item_id: {"point": points[j], **_boxes_json(dets[j])} for j, sample in enumerate(unit.samples)}
+            records.append({"key": unit.key, "size_hw": [images[k].height, images[k].width], "items": items})
         return records
+
+    def _confident(self, units: Sequence[Unit], images: Sequence[Image.Image], maps: list[Tensor],
+                   ranges: list[Tensor], dets: list[list[Detections]]) -> list[list[Detections]]:
+        """Per image and item the boxes with their detection confidence, kept by ``scoring``; the crops of
+        every box of the batch go through CLIP together."""
+        labels = [[s.phrases[0] for s, d in zip(u.samples, ds) for _ in range(len(d))] for u, ds in zip(units, dets)]
+        boxes = [torch.cat([d.boxes for d in ds]) if ds else torch.zeros(0, 4) for ds in dets]
+        cosines = crop_similarity(self.extractor, [to_tensor01(i) for i in images], boxes, labels)
+        out = []
+        for unit, ds, cos, image_maps, image_ranges in zip(units, dets, cosines, maps, ranges):
+            counts = [len(s.phrases) for s in unit.samples]
+            scored = []
+            for d, c, m, r in zip(ds, cos.split([len(d) for d in ds]), image_maps.split(counts),
+                                  image_ranges.split(counts)):
+                heat = None
+                if getattr(self.extractor, "absolute_maps", False):  # the entity map is the mean of its phrases'
+                    owner = torch.zeros(len(d), dtype=torch.long)
+                    heat = torch.stack([box_heat(mj[None], rj[None], owner, d.boxes) for mj, rj in zip(m, r)]).mean(0)
+                scored.append(self.scoring.keep(Detections(d.boxes, confidence(c, heat), d.phrases, d.scores)))
+            out.append(scored)
+        return out
 
     def score(self, units: Sequence[Unit], records: dict[str, dict]) -> dict[str, Any]:
         pointing = PointingAccuracy(self.gt_mode)

@@ -36,6 +36,10 @@ class HeatmapExtractor(nn.Module, ABC):
         images_per_batch: how many images are processed together (with all their phrases).
     """
 
+    # Whether the raw maps (before the min-max) are on an absolute scale that means the same for every
+    # phrase and image (g's sigmoid: 0 = "not here"); relevancy and similarity maps are only relative.
+    absolute_maps: bool = False
+
     def __init__(
         self,
         clip: FrozenCLIP,
@@ -66,22 +70,35 @@ class HeatmapExtractor(nn.Module, ABC):
         the per-map min-max (values in the method's own scale), for callers that combine raw maps
         first, as the released code's Flickr entity average.
         """
+        return self.heatmaps_and_ranges(images, phrases, native_resolution, normalize)[0]
+
+    def heatmaps_and_ranges(
+        self, images: Sequence[ImageInput], phrases: Sequence[Sequence[str]], native_resolution: bool = False,
+        normalize: bool = True,
+    ) -> tuple[list[Tensor], list[Tensor]]:
+        """`heatmaps` and, per image, the ``P_i×2`` (min, max) of each map in the method's own scale
+        before the min-max, so that ``min + (max − min) · map`` recovers the raw map from the same forward
+        pass (the detection confidence of `wwbl.inference.scoring` reads g's absolute sigmoid heat so)."""
         if len(images) != len(phrases):
             raise ValueError(f"{len(images)} images but {len(phrases)} phrase lists")
         tensors = [as_tensor01(image) for image in images]
         out: list[Tensor] = []
+        ranges: list[Tensor] = []
         for start in range(0, len(tensors), self.images_per_batch):
             chunk = slice(start, start + self.images_per_batch)
-            out.extend(self._chunk_heatmaps(tensors[chunk], [list(p) for p in phrases[chunk]], native_resolution,
-                                            normalize))
-        return out
+            maps, spans = self._chunk_heatmaps(tensors[chunk], [list(p) for p in phrases[chunk]], native_resolution,
+                                               normalize)
+            out.extend(maps)
+            ranges.extend(spans)
+        return out, ranges
 
     def _chunk_heatmaps(self, images: list[Tensor], phrases: list[list[str]], native_resolution: bool,
-                        normalize: bool) -> list[Tensor]:
+                        normalize: bool) -> tuple[list[Tensor], list[Tensor]]:
         busy = [i for i, p in enumerate(phrases) if p]  # images without phrases cost nothing
         out = [torch.zeros(0, *img.shape[-2:]) for img in images]
+        ranges = [torch.zeros(0, 2) for _ in images]
         if not busy:
-            return out
+            return out, ranges
         counts = [len(phrases[i]) for i in busy]
         flat = [p for i in busy for p in phrases[i]]
         square = resize_square([images[i] for i in busy], self.input_size).to(self.device)
@@ -90,13 +107,16 @@ class HeatmapExtractor(nn.Module, ABC):
         maps = self._heatmaps_square(self.prepare_images(square), text_emb, image_index, flat)
         # Every source is min-max normalised, as the reference's box extraction does, so one box rule fits all.
         maps = maps.detach().float()
+        flat_maps = maps.flatten(-2)
+        low_high = torch.stack([flat_maps.min(dim=-1).values, flat_maps.max(dim=-1).values], dim=-1).cpu()
         maps = (minmax_normalize(maps) if normalize else maps).cpu()
-        for i, per_image in zip(busy, maps.split(counts)):
+        for i, per_image, span in zip(busy, maps.split(counts), low_high.split(counts)):
             if not native_resolution:
                 per_image = resize_heatmap(per_image, images[i].shape[-2:], align_corners=False)
                 per_image = per_image.clamp(0, 1) if normalize else per_image
             out[i] = per_image
-        return out
+            ranges[i] = span
+        return out, ranges
 
     def encode_phrases(self, phrases: list[str]) -> Tensor:
         """CLIP text embeddings (P×D, L2-normalised) of the prefixed phrases."""

@@ -41,6 +41,8 @@ class NetworkGExtractor(HeatmapExtractor, ModelHubMixin, library_name="wwbl", ta
         text_prefix: prepended to phrases; taken from the export when omitted (default "").
     """
 
+    absolute_maps = True  # g ends in a sigmoid: its raw heat is a per-pixel probability
+
     def __init__(
         self,
         clip: FrozenCLIP | None,

@@ -6,9 +6,10 @@ from wwbl.inference.community import community_detection, representatives
 from wwbl.inference.pipeline import GroundingPipeline, IterativeWWbL, WWbLPipeline
 from wwbl.inference.proposals import ProposalGenerator
 from wwbl.inference.results import DetectionResult, GroundingResult, IterativeResult
+from wwbl.inference.scoring import Scoring
 
 __all__ = [
     "BlipCaptioner", "CaptionSettings", "DetectionResult", "GroundingPipeline", "GroundingResult",
-    "IterativeResult", "IterativeWWbL", "ProposalGenerator", "WWbLModel", "WWbLPipeline",
+    "IterativeResult", "IterativeWWbL", "ProposalGenerator", "Scoring", "WWbLModel", "WWbLPipeline",
     "community_detection", "load", "representatives",
 ]

@@ -20,6 +20,7 @@ from wwbl.inference.captioner import BlipCaptioner
 from wwbl.inference.options import WWbLOptions
 from wwbl.inference.pipeline import GroundingPipeline, IterativeWWbL, WWbLPipeline
 from wwbl.inference.results import DetectionResult, GroundingResult, IterativeResult
+from wwbl.inference.scoring import Scoring
 
 
 class WWbLModel:
@@ -27,15 +28,18 @@ class WWbLModel:
 
     ``boxes`` is the heatmap → boxes rule of grounding and detection; ``options`` the WWbL pipeline's
     proposals, caption decoding (applied when the captioner is loaded from an id or folder) and
-    clustering.
+    clustering; ``scoring`` the boxes' detection confidence threshold and top-k
+    (:mod:`wwbl.inference.scoring`; ``None``: the rule's own scores, nothing dropped).
     """
 
     def __init__(self, heatmaps: HeatmapExtractor, captioner: BlipCaptioner | str = DEFAULT_CAPTIONER,
-                 boxes: BoxRule | None = None, options: WWbLOptions | None = None) -> None:
+                 boxes: BoxRule | None = None, options: WWbLOptions | None = None,
+                 scoring: Scoring | None = Scoring()) -> None:
         self.heatmaps = heatmaps
         self.boxes = boxes or BoxRule()
         self.options = options or WWbLOptions()
-        self.grounding = GroundingPipeline(heatmaps, self.boxes)
+        self.scoring = scoring
+        self.grounding = GroundingPipeline(heatmaps, self.boxes, scoring)
         self._captioner = captioner
         self._wwbl: WWbLPipeline | None = None
 
@@ -54,7 +58,7 @@ class WWbLModel:
         if self._wwbl is None:
             self._wwbl = WWbLPipeline(self.heatmaps, self.captioner, proposals=self.options.proposals,
                                       boxes=self.boxes, cluster_threshold=self.options.cluster_threshold,
-                                      min_cluster_size=self.options.min_cluster_size)
+                                      min_cluster_size=self.options.min_cluster_size, scoring=self.scoring)
         return self._wwbl
 
     def ground(self, image: Any, phrases: str | Sequence[str]) -> GroundingResult:
@@ -103,7 +107,7 @@ def _clip_for_export(checkpoint: str, clip: Any, clip_pretrained: str | None, cl
 def load(checkpoint: str | Path | None = None, clip: Any = None, clip_pretrained: str | None = None,
          clip_checkpoint: str | None = None, captioner: BlipCaptioner | str = DEFAULT_CAPTIONER, method: str = "g",
          device: str | torch.device = "cpu", boxes: BoxRule | None = None, options: WWbLOptions | None = None,
-         **extractor_options: Any) -> WWbLModel:
+         scoring: Scoring | None = Scoring(), **extractor_options: Any) -> WWbLModel:
     """Build a :class:`WWbLModel`.
 
     Args:
@@ -116,6 +120,8 @@ def load(checkpoint: str | Path | None = None, clip: Any = None, clip_pretrained
         method: ``"g"`` or any registered training-free extractor (``wwbl.extractors.available_extractors()``).
         boxes: the heatmap → boxes rule (default ``BoxRule()``: the paper's WSG rule).
         options: the WWbL pipeline's proposals, caption decoding and clustering (default: the paper's).
+        scoring: which boxes to keep by detection confidence, e.g. ``Scoring(threshold=0.5, top_k=3)``
+            (default: all, each scored by its confidence; ``None``: the box rule's own scores).
         extractor_options: passed to the extractor (e.g. ``text_prefix``, ``images_per_batch``).
     """
     if method == "g":
@@ -128,4 +134,4 @@ def load(checkpoint: str | Path | None = None, clip: Any = None, clip_pretrained
         extractor = build_extractor(method, clip=_build_clip(clip, clip_pretrained, clip_checkpoint, device),
                                     **extractor_options)
     extractor = extractor.to(device)
-    return WWbLModel(extractor, captioner, boxes, options)
+    return WWbLModel(extractor, captioner, boxes, options, scoring)

@@ -20,7 +20,7 @@ from wwbl.errors import ImageLoadError, MissingResourceError
 from wwbl.images import load_image
 from wwbl.inference.api import WWbLModel, load
 from wwbl.inference.coco_results import CocoIds, coco_records, write_coco_results
-from wwbl.inference.options import box_rule_from_args, pipeline_options_from_args
+from wwbl.inference.options import box_rule_from_args, pipeline_options_from_args, scoring_from_args
 from wwbl.inference.outputs import write_image_outputs
 from wwbl.inference.results import GroundingResult
 
@@ -32,7 +32,7 @@ def build_model(args: argparse.Namespace) -> WWbLModel:
     return load(args.checkpoint, clip=clip, clip_pretrained=args.clip_pretrained,
                 clip_checkpoint=args.clip_checkpoint, captioner=args.captioner or DEFAULT_CAPTIONER,
                 method=args.method, device=args.device, boxes=box_rule_from_args(args),
-                options=pipeline_options_from_args(args), **options)
+                options=pipeline_options_from_args(args), scoring=scoring_from_args(args), **options)
 
 
 def run_images(model: WWbLModel, images: list, args: argparse.Namespace) -> list:

@@ -4,7 +4,7 @@
 * :class:`WWbLOptions` — the WWbL pipeline's settings (Algorithm 1): proposals, captioning and
   caption clustering. Each default is written once, in the class that owns it
   (:class:`ProposalGenerator`, :class:`CaptionSettings`, :mod:`wwbl.inference.community`).
-* ``box_rule_from_args`` and ``pipeline_options_from_args`` read back the flags that
+* ``box_rule_from_args``, ``scoring_from_args`` and ``pipeline_options_from_args`` read back the flags that
   :mod:`wwbl.cli` adds to every CLI (built without torch, so parsing answers at once).
 """
 from __future__ import annotations
@@ -16,6 +16,7 @@ from wwbl.box_rules import BoxRule, RuleName
 from wwbl.defaults import CLUSTER_THRESHOLD, MIN_CLUSTER_SIZE, REFERENCE_CROP_SIZE
 from wwbl.inference.captioner import CaptionSettings
 from wwbl.inference.proposals import ProposalGenerator
+from wwbl.inference.scoring import Scoring
 
 
 @dataclass
@@ -31,6 +32,11 @@ class WWbLOptions:
 def box_rule_from_args(args: argparse.Namespace, rule: RuleName = "wsg") -> BoxRule:
     """The :class:`BoxRule` named by the flags of :func:`add_box_rule_arguments`."""
     return BoxRule(rule=rule, mode=args.box_mode, threshold=args.box_threshold, nms_iou=args.box_nms_iou)
+
+
+def scoring_from_args(args: argparse.Namespace) -> Scoring:
+    """The :class:`Scoring` named by the flags of :func:`add_score_arguments`."""
+    return Scoring(threshold=args.score_threshold, top_k=args.top_k)
 
 
 def pipeline_options_from_args(args: argparse.Namespace) -> WWbLOptions:

@@ -24,6 +24,7 @@ from wwbl.inference.captioner import BlipCaptioner
 from wwbl.inference.community import CLUSTER_THRESHOLD, MIN_CLUSTER_SIZE, community_detection, representatives
 from wwbl.inference.proposals import ProposalGenerator
 from wwbl.inference.results import DetectionResult, GroundingResult, IterativeResult
+from wwbl.inference.scoring import Scoring, heatmaps_for, rescore
 
 TextEncoder = Callable[[Sequence[str]], torch.Tensor]
 
@@ -49,20 +50,25 @@ def _clean_phrases(phrases: Sequence[str] | str) -> list[str]:
 
 
 class GroundingPipeline:
-    """WSG: images + phrases → a heatmap per phrase → boxes."""
+    """WSG: images + phrases → a heatmap per phrase → boxes, scored by their detection confidence
+    (:mod:`wwbl.inference.scoring`) and kept by ``scoring``; ``scoring=None`` keeps the rule's own scores."""
 
-    def __init__(self, heatmaps: HeatmapExtractor, boxes: BoxRule | None = None) -> None:
+    def __init__(self, heatmaps: HeatmapExtractor, boxes: BoxRule | None = None,
+                 scoring: Scoring | None = Scoring()) -> None:
         self.heatmaps = heatmaps
         self.boxes = boxes or BoxRule()
+        self.scoring = scoring
 
     def __call__(self, images: Sequence[object], phrases: Sequence[Sequence[str] | str]) -> list[GroundingResult]:
         if len(images) != len(phrases):
             raise ValueError(f"{len(images)} images but {len(phrases)} phrase lists")
         pil = [as_pil(image) for image in images]
         phrase_lists = [_clean_phrases(p) for p in phrases]
-        maps = self.heatmaps.heatmaps(pil, phrase_lists)
-        return [GroundingResult((img.height, img.width), plist, hm, self.boxes(hm, plist))
-                for img, plist, hm in zip(pil, phrase_lists, maps)]
+        maps, ranges = heatmaps_for(self.heatmaps, self.scoring, pil, phrase_lists)
+        dets = rescore(self.heatmaps, self.scoring, pil, phrase_lists, maps, ranges,
+                       [self.boxes(hm, plist) for plist, hm in zip(phrase_lists, maps)])
+        return [GroundingResult((img.height, img.width), plist, hm, d)
+                for img, plist, hm, d in zip(pil, phrase_lists, maps, dets)]
 
 
 class WWbLPipeline:
@@ -77,11 +83,13 @@ class WWbLPipeline:
         proposals: selective search + grid (line 2).
         boxes: the box extractor BE (line 9).
         cluster_threshold, min_cluster_size: Cd's parameters (line 5; the paper's 0.85 and 2).
+        scoring: the boxes' detection confidence and what it keeps (``None``: the rule's own scores).
     """
 
     def __init__(self, heatmaps: HeatmapExtractor, captioner: BlipCaptioner, text_encoder: TextEncoder | None = None,
                  proposals: ProposalGenerator | None = None, boxes: BoxRule | None = None,
-                 cluster_threshold: float = CLUSTER_THRESHOLD, min_cluster_size: int = MIN_CLUSTER_SIZE) -> None:
+                 cluster_threshold: float = CLUSTER_THRESHOLD, min_cluster_size: int = MIN_CLUSTER_SIZE,
+                 scoring: Scoring | None = Scoring()) -> None:
         self.heatmaps = heatmaps
         self.captioner = captioner
         self.text_encoder = text_encoder or heatmaps.clip.encode_text
@@ -89,16 +97,18 @@ class WWbLPipeline:
         self.boxes = boxes or BoxRule()
         self.cluster_threshold = cluster_threshold
         self.min_cluster_size = min_cluster_size
+        self.scoring = scoring
 
     def __call__(self, images: Sequence[object]) -> list[DetectionResult]:
         pil = [as_pil(image) for image in images]
         proposals = self._propose(pil)                                            # line 2
         captions = self.captioner.caption_regions(pil, proposals)                 # line 3
         clusters, phrases = self.cluster_captions(captions)                       # lines 4–5
-        maps = self.heatmaps.heatmaps(pil, phrases)                               # line 8, all clusters at once
-        return [DetectionResult((img.height, img.width), plist, hm, self.boxes(hm, plist),  # lines 9–10
-                                proposals=props, captions=caps, clusters=groups)
-                for img, plist, hm, props, caps, groups in zip(pil, phrases, maps, proposals, captions, clusters)]
+        maps, ranges = heatmaps_for(self.heatmaps, self.scoring, pil, phrases)    # line 8, all clusters at once
+        dets = rescore(self.heatmaps, self.scoring, pil, phrases, maps, ranges,   # lines 9–10
+                       [self.boxes(hm, plist) for plist, hm in zip(phrases, maps)])
+        return [DetectionResult((img.height, img.width), plist, hm, d, proposals=props, captions=caps, clusters=groups)
+                for img, plist, hm, d, props, caps, groups in zip(pil, phrases, maps, dets, proposals, captions, clusters)]
 
     def _propose(self, images: list[Image.Image]) -> list[torch.Tensor]:
         """Proposals of every image; OpenCV releases the GIL, so images run in parallel threads."""

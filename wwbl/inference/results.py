@@ -25,7 +25,7 @@ class GroundingResult:
         """The detections labelled with ``phrase``."""
         labels = self.detections.phrases or []
         keep = [i for i, label in enumerate(labels) if label == phrase]
-        return Detections(self.detections.boxes[keep], self.detections.scores[keep], [phrase] * len(keep))
+        return self.detections.select(keep)
 
 
 @dataclass
