@@ -6,12 +6,16 @@
 Writes per image ``<name>.json``, ``<name>_overlay.png``, ``<name>_heatmap_<k>.png`` (phrase k) and
 ``<name>_heatmaps.npy``, plus ``coco_results.json`` for the run (ids from ``--coco-gt`` when given; see
 wwbl.inference.coco_results) and ``failures.json`` listing skipped images. A bad image is
-reported and skipped; the exit code is non-zero only if every image failed.
+reported and skipped (a special file, a dangling link or an unreadable one too): every input ends in
+its outputs or in failures.json. Two inputs never share outputs (``a.png`` and ``a.jpg`` → ``a`` and
+``a_1``; names over 100 characters are cut and hashed). Exit status: 0 all written, 1 something
+failed, 2 a user error (one line on stderr). JSON files are written atomically.
 """
 from __future__ import annotations
 
 import argparse
 import glob
+import hashlib
 import os
 import sys
 from pathlib import Path
@@ -76,30 +80,72 @@ def use_bundled_models(args: argparse.Namespace) -> str | None:
             "which know only coloured shapes; name real ones with --checkpoint EXPORT_DIR --captioner BLIP")
 
 
-def collect_images(specs: list[str]) -> list[Path]:
-    """Files named by each spec (a file, every image file of a folder, or a glob), in order, unique."""
+def _problem(path: Path) -> str | None:
+    """Why ``path`` cannot be an input image (None if it is a readable regular file)."""
+    if path.is_symlink() and not path.exists():
+        return "a dangling symbolic link"
+    if not path.is_file():
+        return "not a regular file (a FIFO, device or socket)"
+    if not os.access(path, os.R_OK):
+        return "not readable (permission denied)"
+    return None
+
+
+def collect_images(specs: list[str]) -> tuple[list[Path], list[dict]]:
+    """Files named by each spec (a file, every image file of a folder, or a glob), in order, unique,
+    and the items that cannot be read, each with its reason (they go to failures.json, never lost).
+    FileNotFoundError if a spec names nothing at all."""
     found: list[Path] = []
+    problems: list[dict] = []
+
+    def take(path: Path) -> None:
+        reason = _problem(path)
+        if reason:
+            problems.append({"image": str(path), "error": reason})
+        else:
+            found.append(path)
+
     for spec in specs:
         path = Path(spec)
         if path.is_dir():
-            found += sorted(f for f in path.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
-        elif path.is_file():
-            found.append(path)
+            try:
+                entries = sorted(path.iterdir())
+            except OSError as error:  # e.g. a folder without read permission
+                problems.append({"image": str(path), "error": f"cannot list the folder: {error.strerror}"})
+                continue
+            for entry in entries:
+                if entry.suffix.lower() in IMAGE_SUFFIXES and not entry.is_dir():
+                    take(entry)
+        elif path.exists() or path.is_symlink():
+            take(path)
         else:
-            matches = sorted(Path(m) for m in glob.glob(spec, recursive=True) if Path(m).is_file())
+            matches = sorted(Path(m) for m in glob.glob(spec, recursive=True))
+            matches = [m for m in matches if not m.is_dir()]
             if not matches:
                 raise FileNotFoundError(f"--image {spec!r} is neither a file, a folder nor a matching glob")
-            found += matches
-    return list(dict.fromkeys(found))
+            for match in matches:
+                take(match)
+    return list(dict.fromkeys(found)), problems
+
+
+MAX_STEM = 100  # longer names are cut (plus a hash) so that every output name stays under the file-system limit
 
 
 def unique_stems(paths: list[Path]) -> list[str]:
-    seen: dict[str, int] = {}
+    """One output stem per input, never shared: the file's stem, cut to MAX_STEM characters (with an
+    8-hex hash of the full name) when longer, and ``_<n>`` appended when another input already took it."""
+    taken: set[str] = set()
     stems = []
     for path in paths:
-        count = seen.get(path.stem, 0)
-        seen[path.stem] = count + 1
-        stems.append(path.stem if count == 0 else f"{path.stem}_{count}")
+        stem = path.stem
+        if len(stem) > MAX_STEM:
+            stem = f"{stem[:MAX_STEM]}_{hashlib.sha1(path.name.encode()).hexdigest()[:8]}"
+        candidate, n = stem, 0
+        while candidate in taken:
+            n += 1
+            candidate = f"{stem}_{n}"
+        taken.add(candidate)
+        stems.append(candidate)
     return stems
 
 
@@ -107,10 +153,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     note = use_bundled_models(args)
     try:
-        paths = collect_images(args.image)
+        paths, problems = collect_images(args.image)
     except FileNotFoundError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    for problem in problems:
+        print(f"skipped {problem['image']}: {problem['error']}", file=sys.stderr)
     if note:
         print(note, file=sys.stderr)
     if args.quiet:  # before transformers loads: it reads this once (its weight-loading bars)
@@ -118,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     # torch, open_clip and transformers load only once the arguments are known to be usable.
     from wwbl.inference.batch import run_batch
 
-    return run_batch(args, list(zip(paths, unique_stems(paths))))
+    return run_batch(args, list(zip(paths, unique_stems(paths))), problems)
 
 
 if __name__ == "__main__":

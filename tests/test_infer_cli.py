@@ -80,7 +80,7 @@ def test_grounding_run_skips_the_corrupt_file(infer, assets, tmp_path, capsys):
     out = tmp_path / "wsg"
     code = infer.main(["--image", str(assets / "images"), "--phrase", "a dog", "--phrase", "a tree"]
                       + common(assets, out))
-    assert code == 0
+    assert code == 1  # something failed: the exit status says so; the good images are still written
     check_outputs(out, {"0001": (40, 70), "gray": (50, 30)}, phrases=["a dog", "a tree"])
     failures = json.loads((out / "failures.json").read_text())
     assert [Path(f["image"]).name for f in failures] == ["broken.jpg"]
@@ -162,3 +162,31 @@ def test_quiet_shows_no_progress_bars(tmp_path):
     assert done.returncode == 0, done.stderr
     assert "it/s" not in done.stderr and "%|" not in done.stderr  # neither ours nor transformers' bars
     assert (tmp_path / "shapes_test_001.json").is_file()  # ran from another folder: the bundled models resolve
+
+
+def test_every_input_ends_in_its_outputs_or_in_failures(infer, assets, tmp_path):
+    """Special files, dangling links and name collisions are reported or renamed, never lost."""
+    images = tmp_path / "in"
+    images.mkdir()
+    good = Image.fromarray(np.full((24, 32, 3), 90, np.uint8))
+    for name in ("a.png", "a.jpg", "a_1.png", "x" * 150 + ".png"):
+        good.save(images / name)
+    (images / "gone.png").symlink_to(images / "missing.png")
+    os.mkfifo(images / "pipe.png")
+    out = tmp_path / "out"
+    code = infer.main(["--image", str(images), "--image", "/dev/null", "--phrase", "a dog"] + common(assets, out))
+    assert code == 1
+    failed = sorted(Path(f["image"]).name for f in json.loads((out / "failures.json").read_text()))
+    assert failed == ["gone.png", "null", "pipe.png"]
+    written = sorted(p.name for p in out.glob("*.json") if p.name not in ("failures.json", "coco_results.json"))
+    assert len(written) == 4 and len(set(written)) == 4  # a.png, a.jpg and a_1.png do not overwrite each other
+    assert all(len(name) < 130 for name in written)  # the 150-character name is cut, with a hash
+    sources = {json.loads((out / name).read_text())["image"] for name in written}
+    assert len(sources) == 4
+    assert not list(out.glob(".*.partial"))  # atomic writes leave no temporary files
+
+
+def test_unique_stems_never_collide(infer):
+    paths = [Path("d/a.png"), Path("d/a.jpg"), Path("d/a_1.png"), Path("e/a.png")]
+    stems = infer.unique_stems(paths)
+    assert stems[0] == "a" and len(set(stems)) == 4

@@ -2,8 +2,10 @@
 WWbL or the iterative variant over the images in batches, write each image's outputs, and report
 and skip bad items (a failing batch is retried image by image).
 
-Exit status: 0 when at least one image was written, 1 when every image failed, 2 for a user error
-(missing weights or files, an unavailable device), always with a one-line message.
+Every input ends in exactly one place: its outputs, or ``failures.json`` with the reason. Exit
+status: 0 when every input was written, 1 when any input failed (the others are still written),
+2 for a user error (missing weights or files, an unavailable device), with a one-line message.
+JSON files are written atomically (a killed run never leaves half a JSON).
 """
 from __future__ import annotations
 
@@ -21,7 +23,7 @@ from wwbl.images import load_image
 from wwbl.inference.api import WWbLModel, load
 from wwbl.inference.coco_results import CocoIds, coco_records, write_coco_results
 from wwbl.inference.options import box_rule_from_args, pipeline_options_from_args, scoring_from_args
-from wwbl.inference.outputs import write_image_outputs
+from wwbl.inference.outputs import write_image_outputs, write_text_atomic
 from wwbl.inference.results import GroundingResult
 
 
@@ -77,8 +79,9 @@ def summary_line(path: Path, result: GroundingResult) -> str:
     return f"{path.name}: {found or 'nothing found'}"
 
 
-def run_batch(args: argparse.Namespace, items: list[tuple[Path, str]]) -> int:
-    """Run the job over ``(path, output stem)`` items and write the outputs under ``args.out``."""
+def run_batch(args: argparse.Namespace, items: list[tuple[Path, str]], failures: list[dict] | None = None) -> int:
+    """Run the job over ``(path, output stem)`` items and write the outputs under ``args.out``;
+    ``failures`` are inputs already refused (unreadable or special files), reported with the rest."""
     try:
         args.device = resolve_device(args.device)
         coco_ids = CocoIds.from_ground_truth(args.coco_gt) if args.coco_gt else CocoIds()
@@ -90,7 +93,8 @@ def run_batch(args: argparse.Namespace, items: list[tuple[Path, str]]) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     out = Path(args.out)
-    coco, failures, written = [], [], 0
+    coco, failures, written = [], list(failures or []), 0
+    total = len(items) + len(failures)
     with tqdm(total=len(items), desc="images", unit="img", disable=args.quiet) as bar:
         for start in range(0, len(items), args.batch_size):
             batch = items[start:start + args.batch_size]
@@ -107,6 +111,7 @@ def run_batch(args: argparse.Namespace, items: list[tuple[Path, str]]) -> int:
                 written += 1
             bar.update(len(batch))
     write_coco_results(out / "coco_results.json", coco)
-    (out / "failures.json").write_text(json.dumps(failures, indent=2))
-    print(f"wrote {written} of {len(items)} images to {out}" + (f"; {len(failures)} failed" if failures else ""))
-    return 0 if written else 1
+    write_text_atomic(out / "failures.json", json.dumps(failures, indent=2))
+    print(f"wrote {written} of {total} inputs to {out}"
+          + (f"; {len(failures)} failed (see failures.json)" if failures else ""))
+    return 1 if failures else 0

@@ -28,6 +28,7 @@ from typing import Any
 
 from wwbl.boxes import to_coco_xywh
 from wwbl.errors import AnnotationError, MissingResourceError
+from wwbl.inference.outputs import write_text_atomic
 from wwbl.inference.results import GroundingResult
 
 PHRASE_CATEGORY_ID = 0
@@ -100,4 +101,4 @@ def coco_records(result: GroundingResult, image_id: int | str, ids: CocoIds | No
 
 def write_coco_results(path: Path, records: list[dict[str, Any]]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(records))
+    write_text_atomic(path, json.dumps(records))

@@ -3,6 +3,7 @@ results JSON: `wwbl.inference.coco_results`)."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,15 @@ def result_record(result: GroundingResult, image_name: str) -> dict[str, Any]:
     return record
 
 
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file in the same folder and an atomic rename,
+    so that a killed run leaves the old file or the new one, never half of one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.partial")
+    partial.write_text(text)
+    os.replace(partial, path)
+
+
 def write_image_outputs(out_dir: Path, stem: str, image: Image.Image, result: GroundingResult,
                         image_name: str) -> None:
     """``<stem>.json``, ``<stem>_overlay.png``, ``<stem>_heatmaps.npy`` (``P×H×W`` float16) and per phrase
@@ -37,7 +47,7 @@ def write_image_outputs(out_dir: Path, stem: str, image: Image.Image, result: Gr
     record = result_record(result, image_name)
     record["heatmap_images"] = [{"phrase": phrase, "file": heatmap_png_name(stem, k)}
                                 for k, phrase in enumerate(result.phrases)]
-    (out_dir / f"{stem}.json").write_text(json.dumps(record, indent=2))
+    write_text_atomic(out_dir / f"{stem}.json", json.dumps(record, indent=2))
     overlay(image, result).save(out_dir / f"{stem}_overlay.png")
     for k, entry in enumerate(record["heatmap_images"]):
         overlay(image, result, only=k).save(out_dir / entry["file"])
