@@ -72,8 +72,43 @@ def test_to_tensor01_from_each_kind():
     assert t.shape == (3, 3, 5) and t[1].min() == 1.0 and t[0].max() == 0.0
     assert torch.equal(to_tensor01(Image.fromarray(arr)), t)
     assert torch.equal(as_tensor01(t), t)
+    rgba = torch.rand(4, 5, 5)
+    assert torch.equal(to_tensor01(rgba), rgba[:3])  # alpha dropped, as for H×W×4 arrays
     with pytest.raises(ImageLoadError):
-        to_tensor01(torch.rand(4, 5, 5))
+        to_tensor01(torch.rand(2, 5, 5))
+
+
+def test_every_kind_of_array_and_tensor_users_pass():
+    gray8 = np.arange(12 * 10, dtype=np.uint8).reshape(12, 10)
+    expected = torch.from_numpy(gray8.astype(np.float32) / 255)[None].expand(3, -1, -1)
+    assert torch.allclose(to_tensor01(gray8), expected)  # H×W gray
+    assert torch.allclose(to_tensor01(gray8[..., None]), expected)  # H×W×1
+    assert torch.allclose(to_tensor01(gray8.astype(np.int64)), expected)  # integers in 0..255
+    assert torch.allclose(to_tensor01(gray8.astype(np.uint16) * 257), expected, atol=1e-6)  # 16 bit
+    assert torch.allclose(to_tensor01(torch.from_numpy(gray8)[None]), expected)  # 1×H×W uint8 tensor
+    rgb8 = np.stack([gray8, 255 - gray8, gray8 // 2], axis=-1)
+    read_image_like = torch.from_numpy(rgb8).permute(2, 0, 1).contiguous()  # torchvision.io.read_image
+    assert torch.allclose(to_tensor01(read_image_like), to_tensor01(rgb8))
+    mask = np.zeros((12, 10), bool)
+    mask[2:5, 3:7] = True
+    assert to_tensor01(mask)[:, 3, 4].tolist() == [1.0, 1.0, 1.0] and to_tensor01(mask)[0, 0, 0] == 0.0
+    assert torch.allclose(to_tensor01(rgb8.astype(np.float64) / 255), to_tensor01(rgb8))
+
+
+@pytest.mark.parametrize("bad, message", [
+    (np.full((12, 10, 3), 200.0), "divide 0–255 values by 255"),  # floats in 0..255
+    (np.full((12, 10, 3), np.nan), "NaN"),
+    (np.full((12, 10), 300, np.int32), "0, 255"),
+    (np.zeros((12, 10, 3), np.complex64), "unsupported image dtype"),
+    (np.zeros((3, 12, 10), np.uint8), "H×W×3"),  # a C×H×W array
+    (torch.zeros(12, 10, 3), "permute it"),  # an H×W×C tensor
+    (torch.zeros(3, 12, 10, dtype=torch.int64), "uint8 or float"),
+    (np.zeros((0, 10, 3), np.uint8), "too small"),
+    ([[0, 1], [1, 0]], "got list"),
+])
+def test_bad_images_are_refused_with_what_was_expected(bad, message):
+    with pytest.raises(ImageLoadError, match=message):
+        to_tensor01(bad)
 
 
 def test_resize_heatmap_keeps_constant_maps_and_shape():

@@ -65,22 +65,59 @@ def _rescale_to_8bit(img: Image.Image) -> Image.Image:
     return Image.fromarray(np.clip(array, 0, 255).astype(np.uint8), mode="L")
 
 
+def _array_scale(array: np.ndarray) -> float:
+    """The value of white for an image array's dtype (floats and booleans: 1)."""
+    if array.dtype == np.uint16:
+        return 65535.0
+    if np.issubdtype(array.dtype, np.integer):
+        if array.size and (array.min() < 0 or array.max() > 255):
+            raise ImageLoadError(f"integer image values must lie in [0, 255] (or use uint16), got "
+                                 f"{array.min()}..{array.max()} ({array.dtype})")
+        return 255.0
+    if not (np.issubdtype(array.dtype, np.floating) or array.dtype == np.bool_):
+        raise ImageLoadError(f"unsupported image dtype {array.dtype}")
+    return 1.0
+
+
+def _check_unit_range(image: Tensor) -> None:
+    if not torch.isfinite(image).all():
+        raise ImageLoadError("the image holds NaN or infinite values")
+    if image.numel() and (image.min() < -1e-3 or image.max() > 1 + 1e-3):
+        raise ImageLoadError(f"float image values must lie in [0, 1], got {image.min():.3g}..{image.max():.3g} "
+                             "(divide 0–255 values by 255, or pass uint8)")
+
+
 def to_tensor01(image: Image.Image | np.ndarray | Tensor) -> Tensor:
-    """PIL image, H×W×3 uint8 array, or 3×H×W tensor -> float32 tensor 3×H×W in [0, 1]."""
+    """PIL image (any mode), H×W, H×W×3 or H×W×4 array (uint8, uint16, other integers in 0–255,
+    bool, or floats in [0, 1]), or a C×H×W tensor (C = 1, 3 or 4; uint8 as torchvision's
+    ``read_image`` returns, or floats in [0, 1]) -> float32 tensor 3×H×W in [0, 1]. Alpha is dropped,
+    gray is repeated; anything else is refused with an ImageLoadError saying what was expected."""
     if isinstance(image, Image.Image):
         image = np.asarray(to_rgb(image))
     if isinstance(image, np.ndarray):
         if image.ndim == 2:
-            image = np.repeat(image[..., None], 3, axis=-1)
-        if image.ndim != 3 or image.shape[-1] not in (3, 4):
-            raise ImageLoadError(f"expected an H×W×3 array, got shape {image.shape}")
-        scale = 255.0 if image.dtype == np.uint8 else 65535.0 if image.dtype == np.uint16 else 1.0
-        image = torch.from_numpy(np.array(image[..., :3])).permute(2, 0, 1).float() / scale
-    if not isinstance(image, Tensor) or image.dim() != 3 or image.shape[0] != 3:
-        raise ImageLoadError(f"expected a 3×H×W tensor, got {getattr(image, 'shape', type(image))}")
+            image = image[..., None]
+        if image.ndim != 3 or image.shape[-1] not in (1, 3, 4):
+            raise ImageLoadError(f"expected an H×W, H×W×3 or H×W×4 array, got shape {image.shape}")
+        scale = _array_scale(image)
+        image = torch.from_numpy(np.array(image, dtype=np.float32)).permute(2, 0, 1) / scale
+    if not isinstance(image, Tensor):
+        raise ImageLoadError(f"expected a path, PIL image, array or tensor, got {type(image).__name__}")
+    if image.dim() == 2:
+        image = image[None]
+    if image.dim() != 3 or image.shape[0] not in (1, 3, 4):
+        hint = " (an H×W×C tensor? permute it to C×H×W)" if image.dim() == 3 and image.shape[-1] in (3, 4) else ""
+        raise ImageLoadError(f"expected a C×H×W tensor with C = 1, 3 or 4, got shape {tuple(image.shape)}{hint}")
+    if image.dtype == torch.uint8:
+        image = image.float() / 255.0
+    elif image.dtype == torch.bool or not image.is_floating_point():
+        raise ImageLoadError(f"expected a uint8 or float image tensor, got {image.dtype}")
+    image = image.float()
+    _check_unit_range(image)
+    image = image[:3] if image.shape[0] != 1 else image.expand(3, -1, -1)
     if min(image.shape[-2:]) < MIN_SIDE:
         raise ImageLoadError(f"image of size {tuple(image.shape[-2:])} is too small to localise anything")
-    return image.float().clamp(0.0, 1.0)
+    return image.clamp(0.0, 1.0).contiguous()
 
 
 def as_tensor01(image: str | Path | Image.Image | np.ndarray | Tensor) -> Tensor:
