@@ -8,6 +8,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
+import infer as infer_script  # noqa: E402  (the entry point; stdlib-only at import)
 from wwbl.clip import FrozenCLIP  # noqa: E402
 
 # Tiny models are overhead-bound: one thread is faster than two contending ones.
@@ -46,3 +47,10 @@ def rn_clip_input_sensitive() -> FrozenCLIP:
                 module.weight.uniform_(0.5, 1.0)
                 module.bias.uniform_(-0.1, 0.1)
     return clip
+
+
+@pytest.fixture(scope="session")
+def infer():
+    """The ``infer.py`` entry point as a module (its ``main(argv)``, ``parse_args`` …); the repository
+    root is on the test path (pyproject's ``pythonpath``)."""
+    return infer_script

@@ -1,5 +1,4 @@
 """infer.py: outputs parse, boxes lie inside the images, a corrupt file is reported and skipped."""
-import importlib.util
 import os
 import subprocess
 import sys
@@ -13,14 +12,6 @@ from tests.helpers.tiny_blip import save_tiny_blip
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def infer():
-    spec = importlib.util.spec_from_file_location("wwbl_infer_cli", ROOT / "infer.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,5 @@
 """COCO results that pycocotools loads and scores against a hand-made ground truth as they are."""
 import contextlib
-import importlib.util
 import io
 import json
 from pathlib import Path
@@ -121,16 +120,13 @@ def test_without_gt_ids_come_from_file_stems():
 
 
 @pytest.fixture(scope="module")
-def infer_setup(tmp_path_factory):
+def infer_setup(tmp_path_factory, infer):
     from PIL import Image
 
     from wwbl.clip import FrozenCLIP
     from wwbl.export import export_grounding_net
     from wwbl.networks import GroundingNet
 
-    spec = importlib.util.spec_from_file_location("wwbl_infer_coco", ROOT / "infer.py")
-    infer = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(infer)
     root = tmp_path_factory.mktemp("coco_cli")
     torch.manual_seed(0)
     text_dim = FrozenCLIP("wwbl-tiny-vit", pretrained="random").embed_dim

@@ -1,6 +1,5 @@
 """One object per knob through every door: the box rule's threshold and NMS flags reach the rule in
 infer.py and ``python -m wwbl.evaluation``, and both CLIs take the same WWbL pipeline flags."""
-import importlib.util
 from pathlib import Path
 
 import pytest
@@ -19,14 +18,6 @@ WSOL_BASE = ["--dataset", "cub", "--root", "data", "--method", "gae", "--out", "
 PIPELINE_FLAGS = ["--ss-encoding", "uint8_bgr", "--max-proposals", "7", "--cluster-threshold", "0.6",
                   "--min-cluster-size", "3", "--num-beams", "2", "--max-caption-length", "12",
                   "--caption-chunk", "5", "--reference-crops"]
-
-
-@pytest.fixture(scope="module")
-def infer():
-    spec = importlib.util.spec_from_file_location("wwbl_infer_knobs", ROOT / "infer.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def two_blobs() -> torch.Tensor:

@@ -1,5 +1,4 @@
 """The detection confidence: raw heat in a box, the CLIP crop term, threshold / top-k, every door."""
-import importlib.util
 from pathlib import Path
 
 import pytest
@@ -104,14 +103,6 @@ def test_ranges_recover_the_raw_map_of_the_same_forward_pass():
     assert ranges[0][0].tolist() == pytest.approx([0.1, 0.8])
     assert torch.allclose(ranges[0][0, 0] + (ranges[0][0, 1] - ranges[0][0, 0]) * maps[0][0], raw, atol=1e-6)
     assert torch.equal(extractor.heatmaps([image], [["a red one"]])[0], extractor.heatmaps_and_ranges([image], [["a red one"]])[0][0])
-
-
-@pytest.fixture(scope="module")
-def infer():
-    spec = importlib.util.spec_from_file_location("wwbl_infer_scores", ROOT / "infer.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_infer_flags_reach_the_model(infer):
