@@ -1,6 +1,8 @@
 """YAML configs of the shapes world: ``world:`` (``WorldConfig`` fields) plus per-command sections."""
 from __future__ import annotations
 
+import argparse
+
 import math
 from dataclasses import fields, replace
 from typing import Any, TypeVar
@@ -75,3 +77,22 @@ def load_stage_config(path: str, overrides: dict[str, Any], default: StageConfig
     if unknown:
         raise ValueError(f"unknown train config keys {sorted(unknown)}; known: {sorted(known)}")
     return stage_world(data.get("world")), replace(default, **section)
+
+
+def stage_parser(description: str, default_config: str) -> argparse.ArgumentParser:
+    """The flags every stage trainer shares (each overrides its config's ``train`` section; None
+    leaves the config's value); a stage adds its own before parsing."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--config", default=default_config)
+    parser.add_argument("--steps", type=int)
+    parser.add_argument("--out-dir", dest="out_dir")
+    parser.add_argument("--max-minutes", dest="max_minutes", type=float)
+    parser.add_argument("--init-from", dest="init_from", help="model directory to continue training from")
+    parser.add_argument("--lr", type=float)
+    parser.add_argument("--warmup-steps", dest="warmup_steps", type=int)
+    return parser
+
+
+def stage_config_from_args(args: argparse.Namespace, default: StageConfig) -> tuple[WorldConfig, StageConfig]:
+    """The stage's world and train config: ``args.config`` with the given flags applied."""
+    return load_stage_config(args.config, {k: v for k, v in vars(args).items() if k != "config"}, default)

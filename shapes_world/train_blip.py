@@ -20,7 +20,6 @@ Command: ``python -m shapes_world.train_blip --config configs/shapes/blip.yaml``
 """
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
@@ -38,7 +37,7 @@ from transformers import (BertTokenizerFast, BlipConfig, BlipForConditionalGener
                           BlipProcessor)
 
 from shapes_world.captions import COUNT_WORDS, crop_caption
-from shapes_world.config import budgeted_lr, load_stage_config
+from shapes_world.config import budgeted_lr, stage_config_from_args, stage_parser
 from shapes_world.generator import BACKGROUNDS, SPLIT_CODES, ShapesWorld, WorldConfig
 from wwbl.inference.captioner import BlipCaptioner
 
@@ -274,21 +273,10 @@ def save(model: BlipForConditionalGeneration, processor: BlipProcessor, metrics:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Stage (b): train the small shapes-world BLIP captioner.")
-    parser.add_argument("--config", default="configs/shapes/blip.yaml")
-    parser.add_argument("--steps", type=int)
+    parser = stage_parser("Stage (b): train the small shapes-world BLIP captioner.", "configs/shapes/blip.yaml")
     parser.add_argument("--scenes-per-batch", dest="scenes_per_batch", type=int)
-    parser.add_argument("--out-dir", dest="out_dir")
     parser.add_argument("--eval-crops", dest="eval_crops", type=int)
-    parser.add_argument("--max-minutes", dest="max_minutes", type=float)
-    parser.add_argument("--init-from", dest="init_from", help="model directory to continue training from")
-    parser.add_argument("--lr", type=float)
-    parser.add_argument("--warmup-steps", dest="warmup_steps", type=int)
-    args = parser.parse_args(argv)
-    overrides = {k: v for k, v in vars(args).items() if k != "config"}
-    world_cfg, cfg = load_stage_config(args.config, overrides, BlipTrainConfig())
-    train(world_cfg, cfg)
-
+    train(*stage_config_from_args(parser.parse_args(argv), BlipTrainConfig()))
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")

@@ -21,7 +21,6 @@ Command: ``python -m shapes_world.train_clip --config configs/shapes/clip.yaml``
 """
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import math
@@ -39,7 +38,7 @@ from safetensors.torch import load_file, save_file
 from torch.utils.data import DataLoader, Dataset
 
 from shapes_world.captions import format_caption, image_caption, with_article
-from shapes_world.config import budgeted_lr, load_stage_config
+from shapes_world.config import budgeted_lr, stage_config_from_args, stage_parser
 from shapes_world.generator import SPLIT_CODES, Scene, ShapesWorld, WorldConfig
 from wwbl.clip import ClipSpec
 
@@ -359,20 +358,9 @@ def train(world_cfg: WorldConfig, cfg: ClipTrainConfig) -> dict[str, float]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Stage (a): train the small shapes-world CLIP.")
-    parser.add_argument("--config", default="configs/shapes/clip.yaml")
-    parser.add_argument("--steps", type=int)
+    parser = stage_parser("Stage (a): train the small shapes-world CLIP.", "configs/shapes/clip.yaml")
     parser.add_argument("--batch-size", dest="batch_size", type=int)
-    parser.add_argument("--out-dir", dest="out_dir")
-    parser.add_argument("--max-minutes", dest="max_minutes", type=float)
-    parser.add_argument("--init-from", dest="init_from", help="checkpoint directory to continue training from")
-    parser.add_argument("--lr", type=float)
-    parser.add_argument("--warmup-steps", dest="warmup_steps", type=int)
-    args = parser.parse_args(argv)
-    overrides = {k: v for k, v in vars(args).items() if k != "config"}
-    world_cfg, cfg = load_stage_config(args.config, overrides, ClipTrainConfig())
-    train(world_cfg, cfg)
-
+    train(*stage_config_from_args(parser.parse_args(argv), ClipTrainConfig()))
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
