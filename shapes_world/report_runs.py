@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import shlex
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -100,21 +101,22 @@ class Evaluator:
 
 
 def cli_command(settings: EvalSettings) -> str:
-    """The ``python -m wwbl.evaluation`` command equivalent to a run."""
-    parts = ["python -m wwbl.evaluation", settings.task, "--dataset flickr30k", f"--root {settings.root}",
-             f"--split {settings.split}"]
+    """The ``python -m wwbl.evaluation`` command equivalent to a run, quoted for a POSIX shell."""
+    parts = ["python", "-m", "wwbl.evaluation", settings.task, "--dataset", "flickr30k", "--root", str(settings.root),
+             "--split", settings.split]
     if settings.checkpoint:
-        parts.append(f"--checkpoint {settings.checkpoint}")
+        parts += ["--checkpoint", str(settings.checkpoint)]
     else:
-        parts += [f"--method {settings.method}", f"--clip-model {settings.clip_model}", "--clip-pretrained none",
-                  f"--clip-checkpoint {settings.clip_checkpoint}"]
-    parts += [f"--option {k}={json.dumps(v)}" for k, v in settings.extractor_options.items()]
+        parts += ["--method", settings.method, "--clip-model", settings.clip_model, "--clip-pretrained", "none",
+                  "--clip-checkpoint", str(settings.clip_checkpoint)]
+    for key, value in settings.extractor_options.items():
+        parts += ["--option", f"{key}={json.dumps(value)}"]
     if settings.task == "wwbl":
-        parts += [f"--captioner {settings.captioner}", f"--match-prefix '{settings.match_prefix}'"]
+        parts += ["--captioner", str(settings.captioner), "--match-prefix", settings.match_prefix]
     if settings.limit:
-        parts.append(f"--limit {settings.limit}")
-    parts.append(f"--out {settings.out}")
-    return " ".join(parts)
+        parts += ["--limit", str(settings.limit)]
+    parts += ["--out", str(settings.out)]
+    return shlex.join(parts)
 
 
 def choose_centre_sigma(ev: Evaluator) -> tuple[float, dict[str, float]]:
