@@ -90,6 +90,10 @@ def stage_parser(description: str, default_config: str) -> argparse.ArgumentPars
     parser.add_argument("--init-from", dest="init_from", help="model directory to continue training from")
     parser.add_argument("--lr", type=float)
     parser.add_argument("--warmup-steps", dest="warmup_steps", type=int)
+    parser.add_argument("--device", help="where the training steps run (cpu, cuda, cuda:1); evaluation and "
+                                         "saving run on the CPU")
+    parser.add_argument("--num-workers", dest="num_workers", type=int, help="scene-generating DataLoader workers")
+    parser.add_argument("--threads", type=int, help="torch CPU threads")
     return parser
 
 

@@ -75,6 +75,7 @@ class BlipTrainConfig:
     max_pad: float = 0.6
     num_workers: int = 1
     threads: int = 2
+    device: str = "cpu"  # the training steps; evaluation and saving run on the CPU
     eval_crops: int = 400
     log_every: int = 25
     seed: int = 0
@@ -235,7 +236,9 @@ def train(world_cfg: WorldConfig, cfg: BlipTrainConfig) -> dict[str, Any]:
         model = build_model(processor.tokenizer, cfg)
     data = DataLoader(CropScenes(world, processor, "blip", cfg.steps * cfg.scenes_per_batch, cfg),
                       batch_size=cfg.scenes_per_batch, num_workers=cfg.num_workers, collate_fn=collate_crops,
-                      persistent_workers=cfg.num_workers > 0)
+                      persistent_workers=cfg.num_workers > 0, pin_memory=cfg.device.startswith("cuda"))
+    device = torch.device(cfg.device)
+    model.to(device)
     optimiser = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     start, done = time.time(), 0
     model.train()
@@ -247,7 +250,8 @@ def train(world_cfg: WorldConfig, cfg: BlipTrainConfig) -> dict[str, Any]:
         for group in optimiser.param_groups:
             group["lr"] = lr_at(step, minutes, cfg)
         targets = caption_targets(processor.tokenizer, batch["texts"], cfg.max_text_tokens)
-        loss = model(pixel_values=batch["pixel_values"], **targets).loss
+        targets = {k: v.to(device) for k, v in targets.items()}
+        loss = model(pixel_values=batch["pixel_values"].to(device, non_blocking=True), **targets).loss
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -255,6 +259,7 @@ def train(world_cfg: WorldConfig, cfg: BlipTrainConfig) -> dict[str, Any]:
         done += 1
         if step % cfg.log_every == 0:
             log.info("step %d loss %.4f lr %.2e %.1f min", step, loss.item(), lr_at(step, minutes, cfg), minutes)
+    model.cpu()
     metrics = evaluate_blip(model, processor, world, cfg.eval_crops, cfg)
     metrics.update({"train_steps": done, "train_minutes": round((time.time() - start) / 60, 2),
                     "floors": FLOORS, "meets_floors": all(metrics[k] >= v for k, v in FLOORS.items())})

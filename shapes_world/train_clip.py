@@ -61,6 +61,7 @@ class ClipTrainConfig:
     phrase_weight: float = 1.0  # the PhraseTerm (0 = captions only)
     num_workers: int = 1
     threads: int = 2
+    device: str = "cpu"  # the training steps; evaluation and saving run on the CPU
     eval_scenes: int = 500
     relevancy_scenes: int = 200  # held-out scenes for the relevancy pointing floor
     log_every: int = 25
@@ -82,8 +83,8 @@ def normalise(images_uint8: torch.Tensor, size: int, align_corners: bool = False
     """B×3×H×W uint8 → CLIP-normalised float at CLIP's ``size`` (open_clip's OpenAI mean/std, as
     FrozenCLIP uses). Scenes larger than CLIP's input are resized bilinearly, as FrozenCLIP.prepare
     (``align_corners=False``) or as the training losses (``True``, the reference's resize) do."""
-    mean = torch.tensor(open_clip.OPENAI_DATASET_MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(open_clip.OPENAI_DATASET_STD).view(1, 3, 1, 1)
+    mean = torch.tensor(open_clip.OPENAI_DATASET_MEAN, device=images_uint8.device).view(1, 3, 1, 1)
+    std = torch.tensor(open_clip.OPENAI_DATASET_STD, device=images_uint8.device).view(1, 3, 1, 1)
     x = images_uint8.float() / 255.0
     if x.shape[-1] != size:
         x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=align_corners)
@@ -160,7 +161,8 @@ def clip_loss(model: torch.nn.Module, loss_fn: open_clip.ClipLoss, tokenizer: An
     """ClipLoss on (image, caption), the hard-negative image→text term and (with ``phrase_term``)
     the phrase term; also the token ids used."""
     texts = list(batch["caption"]) + (list(batch["negative"]) if cfg.hard_negatives else [])
-    tokens = tokenizer(texts)
+    device = batch["image"].device
+    tokens = tokenizer(texts).to(device)
     # Either of the two resizes g's training and inference feed CLIP with, half the batches each.
     align_corners = bool(torch.rand(()) < 0.5)
     image_f = F.normalize(model.encode_image(normalise(batch["image"], clip_size(model), align_corners)), dim=-1)
@@ -170,7 +172,7 @@ def clip_loss(model: torch.nn.Module, loss_fn: open_clip.ClipLoss, tokenizer: An
     loss = loss_fn(image_f, text_f[:size], scale)
     if cfg.hard_negatives:
         logits = scale * image_f @ text_f.T  # B × 2B: batch captions then batch negatives
-        loss = loss + cfg.hard_negative_weight * F.cross_entropy(logits, torch.arange(size))
+        loss = loss + cfg.hard_negative_weight * F.cross_entropy(logits, torch.arange(size, device=device))
     used = set(torch.unique(tokens).tolist())
     if phrase_term is not None:
         loss = loss + cfg.phrase_weight * phrase_term(model, image_f, scale, batch["present"])
@@ -320,8 +322,11 @@ def train(world_cfg: WorldConfig, cfg: ClipTrainConfig) -> dict[str, float]:
     used_tokens = load_weights(model, cfg.init_from) if cfg.init_from else set()
     world = ShapesWorld(world_cfg)
     data = DataLoader(ClipScenes(world, "clip", cfg.steps * cfg.batch_size), batch_size=cfg.batch_size,
-                      num_workers=cfg.num_workers, persistent_workers=cfg.num_workers > 0)
-    phrase_term = PhraseTerm(tokenizer, world) if cfg.phrase_weight > 0 else None
+                      num_workers=cfg.num_workers, persistent_workers=cfg.num_workers > 0,
+                      pin_memory=cfg.device.startswith("cuda"))
+    device = torch.device(cfg.device)
+    model.to(device)
+    phrase_term = PhraseTerm(tokenizer, world).to(device) if cfg.phrase_weight > 0 else None
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embedding" not in n]
     other = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embedding" not in n)]
     other += list(phrase_term.parameters()) if phrase_term is not None else []
@@ -337,6 +342,7 @@ def train(world_cfg: WorldConfig, cfg: ClipTrainConfig) -> dict[str, float]:
             break
         for group in optimiser.param_groups:
             group["lr"] = lr_at(step, minutes, cfg)
+        batch = {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
         loss, tokens = clip_loss(model, loss_fn, tokenizer, batch, cfg, phrase_term)
         used_tokens |= tokens
         optimiser.zero_grad(set_to_none=True)
@@ -348,6 +354,7 @@ def train(world_cfg: WorldConfig, cfg: ClipTrainConfig) -> dict[str, float]:
         if step % cfg.log_every == 0:
             log.info("step %d loss %.4f lr %.2e scale %.1f %.1f min", step, loss.item(), lr_at(step, minutes, cfg),
                      model.logit_scale.exp().item(), minutes)
+    model.cpu()
     metrics = evaluate_clip(model, tokenizer, world, cfg.eval_scenes)
     metrics.update({"train_steps": done, "train_minutes": round((time.time() - start) / 60, 2)})
     save_checkpoint(model, cfg.model_config, cfg.out_dir, used_tokens, metrics, cfg, world_cfg)
