@@ -110,14 +110,25 @@ def add_pipeline_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ss-encoding", choices=defaults.SS_ENCODINGS, default=defaults.SS_ENCODING,
                         help="selective-search input encoding")
     parser.add_argument("--max-proposals", type=positive_int, default=None,
-                        help="cap on proposals per image (default: none)")
+                        help="keep only the first N proposals per image: the grid boxes first (13 at the default "
+                             "224 frame), then selective search's in its own order; changes results, for speed "
+                             "(default: none)")
+    parser.add_argument("--proposal-dedup-iou", type=unit_float, default=None,
+                        help="drop a proposal whose IoU with an earlier kept one exceeds this (greedy, the earlier "
+                             "box stays; applied before --max-proposals); changes results, for speed (default: off)")
     parser.add_argument("--cluster-threshold", type=unit_float, default=defaults.CLUSTER_THRESHOLD,
                         help="community-detection cosine threshold")
     parser.add_argument("--min-cluster-size", type=positive_int, default=defaults.MIN_CLUSTER_SIZE)
-    parser.add_argument("--num-beams", type=positive_int, default=defaults.NUM_BEAMS)
+    parser.add_argument("--num-beams", type=positive_int, default=defaults.NUM_BEAMS,
+                        help="BLIP beam-search width (fewer: faster, other captions)")
     parser.add_argument("--max-caption-length", type=positive_int, default=defaults.MAX_CAPTION_LENGTH)
     parser.add_argument("--caption-chunk", type=positive_int, default=defaults.CAPTION_CHUNK,
-                        help="crops per BLIP batch")
+                        help="crops per BLIP batch, across the images of a batch (halved on CUDA out-of-memory; "
+                             "captions do not depend on it)")
+    parser.add_argument("--caption-repeated-crops", action="store_true",
+                        help="caption every proposal crop, even identical ones (same pixel rectangle or same "
+                             "pixels); by default each distinct crop is captioned once and its caption shared, "
+                             "which gives the same captions faster (this flag times the reference's cost)")
     parser.add_argument("--reference-crops", action="store_true",
                         help=f"crop proposals from the image resized to {defaults.REFERENCE_CROP_SIZE}² as the "
                              "released code (default: from the original image)")

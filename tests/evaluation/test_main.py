@@ -265,6 +265,41 @@ def test_wwbl_pipeline_with_tiny_blip(tmp_path: Path) -> None:
     assert results["metrics"]["items"] == 3
     assert results["metrics"]["pointing"] == pytest.approx(hits / 3)
 
+    # The caption chunk and the sharing of identical crops cannot change a caption: the run resumes
+    # (nothing redone); options that change the output are refused in the same directory.
+    args = ["wwbl", "--dataset", "flickr30k", "--root", str(root), "--method", "gae", "--captioner", str(blip),
+            "--out", str(out), *TINY]
+    lines = (out / "records.jsonl").read_text()
+    _run(args + ["--caption-chunk", "3", "--caption-repeated-crops"])
+    assert (out / "records.jsonl").read_text() == lines
+    for changed in (["--proposal-dedup-iou", "0.7"], ["--max-proposals", "20"], ["--num-beams", "1"]):
+        with pytest.raises(SystemExit, match="different settings"):
+            main(args + changed)
+
+
+def test_resume_check_ignores_the_exact_caption_settings_of_an_older_run_json(tmp_path: Path) -> None:
+    from wwbl.evaluation.evaluate import RecordCache
+    from wwbl.inference.captioner import CaptionSettings
+    from wwbl.inference.options import WWbLOptions
+    from wwbl.inference.proposals import ProposalGenerator
+
+    def settings(**pipeline) -> EvalSettings:
+        return EvalSettings(task="wwbl", dataset="flickr30k", root="r", out=str(tmp_path), method="gae",
+                            pipeline=WWbLOptions(**pipeline))
+
+    identity = settings().identity()
+    assert "chunk_size" not in identity["pipeline"]["caption"]
+    assert "share_identical_crops" not in identity["pipeline"]["caption"]
+    assert identity["pipeline"]["caption"]["num_beams"] == 3 and identity["pipeline"]["proposals"]["dedup_iou"] is None
+    older = json.loads(json.dumps(identity))  # a run.json written when the chunk size was still recorded
+    older["pipeline"]["caption"]["chunk_size"] = 120
+    (tmp_path / "run.json").write_text(json.dumps(older))
+    RecordCache(tmp_path, settings(caption=CaptionSettings(chunk_size=4, share_identical_crops=False)).identity())
+    for changed in ({"caption": CaptionSettings(num_beams=1)}, {"proposals": ProposalGenerator(dedup_iou=0.5)},
+                    {"proposals": ProposalGenerator(max_proposals=50)}):
+        with pytest.raises(ValueError, match="different settings \\(pipeline\\)"):
+            RecordCache(tmp_path, settings(**changed).identity())
+
 
 def _zsg(root: Path) -> Path:
     rng = np.random.default_rng(2)

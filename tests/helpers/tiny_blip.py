@@ -30,14 +30,26 @@ def tiny_blip_config(image_size: int = 32):
     return BlipConfig(vision_config=vision, text_config=text)
 
 
-def save_tiny_blip(out_dir: Path, favourite_word: str | None = None, seed: int = 0) -> Path:
+def save_tiny_blip(out_dir: Path, favourite_word: str | None = None, seed: int = 0,
+                   input_sensitive: bool = False) -> Path:
     """Save a tiny BLIP + processor; ``favourite_word`` biases the decoder to always emit that word
-    (so every image gets the same caption), otherwise special tokens are merely discouraged."""
+    (so every image gets the same caption), otherwise special tokens are merely discouraged.
+
+    By default every image gets nearly the same caption (BLIP initialises its vision tower at std
+    1e-10). ``input_sensitive``: vision weights at std 0.02 and the decoder's cross-attention value and
+    output ×10, so that different images get different captions (for tests that must tell them apart)."""
     from transformers import BlipForConditionalGeneration, BlipImageProcessor, BlipProcessor
 
     torch.manual_seed(seed)
-    model = BlipForConditionalGeneration(tiny_blip_config())
+    config = tiny_blip_config()
+    if input_sensitive:
+        config.vision_config.initializer_range = 0.02
+    model = BlipForConditionalGeneration(config)
     with torch.no_grad():
+        if input_sensitive:
+            for name, weight in model.text_decoder.named_parameters():
+                if "crossattention" in name and ("value" in name or "output.dense" in name) and weight.dim() == 2:
+                    weight.mul_(10.0)
         bias = model.text_decoder.cls.predictions.bias
         for token in SPECIALS + ["[DEC]", "[ENC]"]:
             if token != "[SEP]":

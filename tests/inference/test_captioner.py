@@ -7,6 +7,7 @@ from PIL import Image
 from tests.helpers.tiny_blip import VOCAB, WORDS, save_tiny_blip
 from wwbl.errors import MissingResourceError
 from wwbl.inference.captioner import BlipCaptioner, CaptionSettings
+from wwbl.inference.proposals import ProposalGenerator
 
 
 @pytest.fixture(scope="module")
@@ -65,3 +66,92 @@ def test_reference_crop_frame(captioner):
 def test_missing_weights_raise_a_clear_error(tmp_path):
     with pytest.raises(MissingResourceError, match="blip_convert"):
         BlipCaptioner.from_pretrained(str(tmp_path / "no_such_blip"), allow_download=False)
+
+
+def counting_generate(monkeypatch, captioner, fail_above=None):
+    """Wrap ``captioner.model.generate``: the batch size of every call, in order; calls with more than
+    ``fail_above`` images raise CUDA out-of-memory (as a too-large chunk on a GPU would)."""
+    sizes = []
+    generate = captioner.model.generate
+
+    def wrapper(*args, **kwargs):
+        sizes.append(len(kwargs["pixel_values"]))
+        if fail_above is not None and sizes[-1] > fail_above:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return generate(*args, **kwargs)
+
+    monkeypatch.setattr(captioner.model, "generate", wrapper)
+    return sizes
+
+
+@pytest.fixture(scope="module")
+def sensitive(tmp_path_factory):
+    """A tiny BLIP whose captions differ between images, so a caption given to the wrong crop shows."""
+    folder = save_tiny_blip(tmp_path_factory.mktemp("blip_sensitive"), input_sensitive=True)
+    return BlipCaptioner.from_pretrained(str(folder))
+
+
+def with_settings(captioner, **settings):
+    return BlipCaptioner(captioner.model, captioner.processor, CaptionSettings(max_length=10, **settings))
+
+
+def test_first_of_each_by_hand():
+    from wwbl.inference.captioner import _first_of_each
+
+    assert _first_of_each(["a", "b", "a", "c", "b"]) == ([0, 1, 3], [0, 1, 0, 2, 1])
+    assert _first_of_each([]) == ([], [])
+
+
+def test_identical_crops_are_captioned_once_with_the_same_captions(sensitive, monkeypatch):
+    pics = images(2, seed=3)
+    pics.append(pics[0].copy())  # the same picture again: its crops are byte-identical to the first's
+    a, a_rounds_alike, b = [0.0, 0.0, 10.0, 12.0], [0.4, 0.2, 9.6, 11.1], [5.0, 3.0, 20.0, 18.0]
+    c, d = [2.0, 2.0, 30.0, 20.0], [8.0, 1.0, 25.0, 19.0]
+    boxes = [torch.tensor([a, a_rounds_alike, b]), torch.tensor([c, c]), torch.tensor([a, d])]
+    every, shared = with_settings(sensitive, share_identical_crops=False), with_settings(sensitive)
+    sizes = counting_generate(monkeypatch, sensitive)  # the model both captioners share
+    expected = every.caption_regions(pics, boxes)
+    assert len({caption for captions in expected for caption in captions}) >= 3  # a mix-up would show
+    assert sizes == [7] and every.captioned == 7
+    sizes.clear()
+    assert shared.caption_regions(pics, boxes) == expected
+    # Distinct crops: a and b of picture 0, c of picture 1, d of picture 2 (its a is picture 0's a).
+    assert sizes == [4] and shared.captioned == 4
+
+
+def test_sharing_on_real_proposals_captions_each_distinct_crop_once(sensitive, monkeypatch):
+    pic = images(1, seed=4)[0]  # 20×30: the 224-frame proposals collapse onto few pixel rectangles
+    proposals = ProposalGenerator()(pic)
+    distinct = {np.asarray(crop).tobytes() + bytes(crop.size) for crop in sensitive.crops(pic, proposals)}
+    every = with_settings(sensitive, share_identical_crops=False).caption_regions([pic], [proposals])
+    sizes = counting_generate(monkeypatch, sensitive)
+    assert with_settings(sensitive).caption_regions([pic], [proposals]) == every
+    assert sum(sizes) == len(distinct) < len(proposals)
+
+
+def test_out_of_memory_halves_the_chunk_and_remembers_it(sensitive, monkeypatch):
+    pics = images(7, seed=5)
+    expected = with_settings(sensitive, chunk_size=7).caption(pics)
+    backing_off = with_settings(sensitive, chunk_size=5)
+    sizes = counting_generate(monkeypatch, sensitive, fail_above=2)
+    assert backing_off.caption(pics) == expected
+    assert sizes == [5, 2, 2, 2, 1]  # 5 fails, halved to 2: 2 + 2 + 2 + the last 1
+    assert backing_off.chunk_size == 2 and backing_off.settings.chunk_size == 5
+    sizes.clear()
+    assert backing_off.caption(pics[:3]) == expected[:3]
+    assert sizes == [2, 1]  # the halved chunk is kept for later calls
+
+
+def test_out_of_memory_on_a_single_crop_is_raised(captioner, monkeypatch):
+    backing_off = with_settings(captioner, chunk_size=5)
+    sizes = counting_generate(monkeypatch, captioner, fail_above=0)
+    with pytest.raises(torch.cuda.OutOfMemoryError):
+        backing_off.caption(images(3, seed=6))
+    assert sizes == [3, 1]  # the 3 images fit in one chunk; halved to 1, which fails too
+
+
+def test_the_sensitive_blip_tells_crops_apart(sensitive):
+    """The sharing and back-off tests above rest on this: their images get several different captions."""
+    assert len(set(with_settings(sensitive).caption(images(7, seed=5)))) >= 3
+    pic = images(1, seed=4)[0]
+    assert len(set(with_settings(sensitive).caption_regions([pic], [ProposalGenerator()(pic)])[0])) >= 5

@@ -17,7 +17,8 @@ EVAL_BASE = ["--dataset", "flickr30k", "--root", "data", "--method", "gae", "--o
 WSOL_BASE = ["--dataset", "cub", "--root", "data", "--method", "gae", "--out", "runs/x"]
 PIPELINE_FLAGS = ["--ss-encoding", "uint8_bgr", "--max-proposals", "7", "--cluster-threshold", "0.6",
                   "--min-cluster-size", "3", "--num-beams", "2", "--max-caption-length", "12",
-                  "--caption-chunk", "5", "--reference-crops"]
+                  "--caption-chunk", "5", "--reference-crops", "--proposal-dedup-iou", "0.7",
+                  "--caption-repeated-crops"]
 
 
 def two_blobs() -> torch.Tensor:
@@ -75,10 +76,47 @@ def test_wsol_threshold_flag_reaches_the_wsol_rule():
 
 
 def test_the_wwbl_evaluation_takes_the_pipeline_flags_of_infer(infer):
-    expected = WWbLOptions(proposals=ProposalGenerator(encoding="uint8_bgr", max_proposals=7),
-                           caption=CaptionSettings(num_beams=2, max_length=12, chunk_size=5, reference_crop_size=224),
+    expected = WWbLOptions(proposals=ProposalGenerator(encoding="uint8_bgr", dedup_iou=0.7, max_proposals=7),
+                           caption=CaptionSettings(num_beams=2, max_length=12, chunk_size=5, reference_crop_size=224,
+                                                   share_identical_crops=False),
                            cluster_threshold=0.6, min_cluster_size=3)
     from_infer = pipeline_options_from_args(infer.parse_args(["--image", "x.png", *PIPELINE_FLAGS]))
     from_eval = settings_from_args(build_parser().parse_args(["wwbl", *EVAL_BASE, *PIPELINE_FLAGS])).pipeline
     assert from_infer == expected and from_eval == expected
     assert settings_from_args(build_parser().parse_args(["wwbl", *EVAL_BASE])).pipeline == WWbLOptions()
+
+
+def test_speed_options_are_off_by_default_and_sharing_on(infer):
+    options = pipeline_options_from_args(infer.parse_args(["--image", "x.png"]))
+    assert options.proposals.dedup_iou is None and options.proposals.max_proposals is None
+    assert options.caption.num_beams == 3 and options.caption.chunk_size == 120
+    assert options.caption.share_identical_crops is True
+
+
+@pytest.mark.parametrize("flags, field, value", [
+    (["--proposal-dedup-iou", "0.5"], "dedup_iou", 0.5), (["--proposal-dedup-iou", "0"], "dedup_iou", 0.0),
+    (["--max-proposals", "20"], "max_proposals", 20),
+])
+def test_proposal_speed_flags_parse(infer, flags, field, value):
+    assert getattr(pipeline_options_from_args(infer.parse_args(["--image", "x.png", *flags])).proposals, field) == value
+
+
+@pytest.mark.parametrize("flags", [["--proposal-dedup-iou", "1.2"], ["--proposal-dedup-iou", "x"],
+                                   ["--max-proposals", "0"], ["--num-beams", "0"]])
+def test_bad_speed_flags_are_one_line_errors(infer, flags, capsys):
+    with pytest.raises(SystemExit):
+        infer.parse_args(["--image", "x.png", *flags])
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1
+
+
+def test_speed_options_reach_the_pipeline_of_wwbl_load(tmp_path, tiny_clip):
+    """``wwbl.load(options=…)`` hands the proposals to the pipeline and the caption settings to the captioner."""
+    import wwbl
+    from tests.helpers.tiny_blip import save_tiny_blip
+
+    blip = save_tiny_blip(tmp_path / "blip")
+    options = WWbLOptions(proposals=ProposalGenerator(dedup_iou=0.5, max_proposals=20),
+                          caption=CaptionSettings(num_beams=1, share_identical_crops=False))
+    model = wwbl.load(method="gae", clip=tiny_clip, captioner=str(blip), options=options)
+    assert model.wwbl.proposals.dedup_iou == 0.5 and model.wwbl.proposals.max_proposals == 20
+    assert model.captioner.settings.num_beams == 1 and model.captioner.settings.share_identical_crops is False

@@ -4,7 +4,8 @@
 source (an exported network g via ``NetworkGExtractor.from_export`` or any registered extractor by
 name), processes images in batches with a progress bar, and appends one JSON record per image to
 ``<out>/records.jsonl``. A rerun with the same settings skips the images already recorded (the
-settings that change results are stored in ``<out>/run.json`` and must match). Images that cannot
+settings that change results are stored in ``<out>/run.json`` and must match; the caption chunk size
+and the sharing of identical crops are exact, so they may differ). Images that cannot
 be loaded or processed are skipped and listed in ``<out>/skipped.json``; annotation items the
 loader rejected are listed there too. The metrics are computed from all records and written to
 ``<out>/results.json`` plus the papers' tables (``wwbl.evaluation.tables``).
@@ -61,6 +62,18 @@ _DATASET_TASK = {"wsg": "grounding", "wwbl": "grounding", "wsol": "wsol", "masks
 _VOLATILE = ("out", "limit", "batch_size", "device", "label", "progress")
 # Settings recorded only when set, so runs from before they existed still resume.
 _ONLY_WHEN_SET = ("score_threshold", "top_k")
+# WWbL caption settings that leave every caption unchanged (exact): left out of the resume check, also
+# from a run.json written before they were left out.
+_EXACT_CAPTION = ("chunk_size", "share_identical_crops")
+
+
+def _results_identity(identity: dict[str, Any]) -> dict[str, Any]:
+    """``identity`` without the settings that cannot change a result (``_EXACT_CAPTION``)."""
+    caption = (identity.get("pipeline") or {}).get("caption")
+    if not isinstance(caption, dict):
+        return identity
+    kept = {k: v for k, v in caption.items() if k not in _EXACT_CAPTION}
+    return {**identity, "pipeline": {**identity["pipeline"], "caption": kept}}
 
 
 @dataclass
@@ -132,8 +145,8 @@ class EvalSettings:
 
     def identity(self) -> dict[str, Any]:
         """The settings a cached record depends on, as they read back from ``run.json`` (JSON types)."""
-        return json.loads(json.dumps({k: v for k, v in asdict(self).items()
-                                      if k not in _VOLATILE and not (k in _ONLY_WHEN_SET and v is None)}))
+        return _results_identity(json.loads(json.dumps(
+            {k: v for k, v in asdict(self).items() if k not in _VOLATILE and not (k in _ONLY_WHEN_SET and v is None)})))
 
     @property
     def scoring(self) -> Scoring | None:
@@ -272,7 +285,7 @@ class RecordCache:
         out.mkdir(parents=True, exist_ok=True)
         run_file = out / "run.json"
         if run_file.is_file():
-            stored = json.loads(run_file.read_text(encoding="utf-8"))
+            stored = _results_identity(json.loads(run_file.read_text(encoding="utf-8")))
             if stored != identity:
                 changed = sorted(k for k in set(stored) | set(identity) if stored.get(k) != identity.get(k))
                 raise ValueError(f"'{out}' holds results of a run with different settings ({', '.join(changed)}); "

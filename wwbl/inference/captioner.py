@@ -2,8 +2,17 @@
 
 Defaults follow the reference (REFERENCE.md W§7 item 5): prompt ``"a picture of "`` (stripped from the
 output), beam search with 3 beams, length 5–30 tokens (prompt included, as BLIP counts it),
-crops captioned in chunks of 120. Preprocessing is the BLIP processor's own (bicubic resize to the
-captioner's image size, CLIP mean/std).
+crops captioned in chunks of 120 across all the images of a call. Preprocessing is the BLIP
+processor's own (bicubic resize to the captioner's image size, CLIP mean/std).
+
+Two exact savings (the captions are those of captioning every crop one by one):
+
+* identical crops are captioned once and the caption shared (``share_identical_crops``, on by
+  default): the same integer pixel rectangle of the same image (after :func:`_pixel_box`'s
+  rounding; selective search and the grid often give boxes that round to one rectangle), and
+  byte-identical crop images (a repeated image, or two rectangles over identical pixels);
+* on a CUDA out-of-memory error the chunk is halved and retried, down to one crop (then the
+  error is raised); the smaller chunk is kept for the captioner's later calls.
 
 The reference captioner is the Salesforce pre-training checkpoint ``model_base_capfilt_large.pth``;
 convert it with :mod:`wwbl.inference.blip_convert` and pass the output folder. A Hugging Face id
@@ -12,9 +21,11 @@ convert it with :mod:`wwbl.inference.blip_convert` and pass the output folder. A
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import logging
 import math
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Hashable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,6 +44,7 @@ from wwbl.defaults import (
 from wwbl.errors import MissingResourceError, ModelFileError
 from wwbl.model_files import check_safetensors, first_few, read_json_object, require_folder
 
+log = logging.getLogger(__name__)
 
 @dataclass
 class CaptionSettings:
@@ -40,6 +52,10 @@ class CaptionSettings:
 
     ``reference_crop_size``: crop regions from the image resized to that square (224 in the released
     code, which crops its 224² dataset image) instead of from the original image (default).
+
+    ``chunk_size``: crops per ``generate`` call (halved on CUDA out-of-memory, see the module
+    docstring). ``share_identical_crops``: caption identical crops once (exact, on by default;
+    ``False`` captions every crop, for timing the reference's cost). Neither changes a caption.
     """
 
     prompt: str = CAPTION_PROMPT
@@ -49,6 +65,7 @@ class CaptionSettings:
     chunk_size: int = CAPTION_CHUNK
     generate_kwargs: dict[str, Any] = field(default_factory=dict)
     reference_crop_size: int | None = None
+    share_identical_crops: bool = True
 
 
 # A local BLIP folder (save_pretrained layout) holds each role's file under one of these names.
@@ -145,8 +162,30 @@ def _pixel_box(box: torch.Tensor, width: int, height: int) -> tuple[int, int, in
     return x0, y0, x1, y1
 
 
+def _first_of_each(keys: Sequence[Hashable]) -> tuple[list[int], list[int]]:
+    """Positions of each distinct key's first occurrence, and for every key the index of its key among them."""
+    slot: dict[Hashable, int] = {}
+    firsts, inverse = [], []
+    for position, key in enumerate(keys):
+        if key not in slot:
+            slot[key] = len(firsts)
+            firsts.append(position)
+        inverse.append(slot[key])
+    return firsts, inverse
+
+
+def _image_key(image: Image.Image) -> tuple[str, tuple[int, int], bytes]:
+    """Equal for byte-identical images (mode, size and a 256-bit digest of the pixels)."""
+    return image.mode, image.size, hashlib.blake2b(image.tobytes(), digest_size=32).digest()
+
+
 class BlipCaptioner:
-    """Batched BLIP captioning of whole images and of image regions."""
+    """Batched BLIP captioning of whole images and of image regions.
+
+    ``chunk_size`` is the number of crops per ``generate`` call: ``settings.chunk_size`` until a
+    CUDA out-of-memory error halves it (kept for later calls). ``captioned`` counts the images BLIP
+    has run on (identical crops once when shared), for measurements.
+    """
 
     def __init__(self, model: torch.nn.Module, processor: Any, settings: CaptionSettings | None = None) -> None:
         self.model = model.eval()
@@ -154,6 +193,8 @@ class BlipCaptioner:
         self.settings = settings or CaptionSettings()
         if self.settings.chunk_size < 1:
             raise ValueError("chunk_size must be at least 1")
+        self.chunk_size = self.settings.chunk_size
+        self.captioned = 0
 
     @classmethod
     def from_pretrained(cls, source: str = DEFAULT_CAPTIONER, device: str | torch.device = "cpu",
@@ -184,31 +225,63 @@ class BlipCaptioner:
                                      input_ids=self._prompt_ids(len(images)), num_beams=s.num_beams, min_length=s.min_length, max_length=s.max_length,
                                      **s.generate_kwargs)
         texts = self.processor.tokenizer.batch_decode(output, skip_special_tokens=True)
+        self.captioned += len(images)
         return [self._strip_prompt(text) for text in texts]
 
-    def caption(self, images: Sequence[Image.Image]) -> list[str]:
-        """One caption per RGB PIL image, in chunks of ``settings.chunk_size``."""
-        images = [image.convert("RGB") for image in images]
-        step = self.settings.chunk_size
-        chunks = [images[start:start + step] for start in range(0, len(images), step)]
-        return [text for chunk in chunks for text in self._caption_chunk(chunk)]
+    def _caption_chunks(self, images: list[Image.Image]) -> list[str]:
+        """Captions in chunks of ``self.chunk_size``, halving the chunk on CUDA out-of-memory."""
+        texts: list[str] = []
+        while len(texts) < len(images):
+            chunk = images[len(texts):len(texts) + self.chunk_size]
+            try:
+                texts.extend(self._caption_chunk(chunk))
+                continue
+            except torch.cuda.OutOfMemoryError:
+                if len(chunk) == 1:
+                    raise
+            # Outside the handler, so the failed chunk's tensors (held by the traceback) are freed first.
+            self.chunk_size = len(chunk) // 2
+            log.warning("CUDA out of memory captioning %d crops at once; retrying in chunks of %d",
+                        len(chunk), self.chunk_size)
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+        return texts
 
-    def crops(self, image: Image.Image, boxes: torch.Tensor) -> list[Image.Image]:
-        """Crops of ``boxes`` (``xyxy`` in the image frame), clipped to the image."""
+    def caption(self, images: Sequence[Image.Image]) -> list[str]:
+        """One caption per RGB PIL image, in chunks of ``chunk_size`` (byte-identical images captioned once
+        when ``settings.share_identical_crops``)."""
+        images = [image.convert("RGB") for image in images]
+        if not self.settings.share_identical_crops:
+            return self._caption_chunks(images)
+        firsts, inverse = _first_of_each([_image_key(image) for image in images])
+        texts = self._caption_chunks([images[i] for i in firsts])
+        return [texts[i] for i in inverse]
+
+    def _crop_frame(self, image: Image.Image, boxes: torch.Tensor) -> tuple[Image.Image, list[tuple[int, int, int, int]]]:
+        """The image crops are cut from (``reference_crop_size`` applied) and each box's pixel rectangle in it."""
         source, scale = image, (1.0, 1.0)
         if self.settings.reference_crop_size is not None:
             side = self.settings.reference_crop_size
             source, scale = image.resize((side, side), Image.BILINEAR), (side / image.width, side / image.height)
         scaled = boxes.float().cpu() * torch.tensor([scale[0], scale[1], scale[0], scale[1]])
-        return [source.crop(_pixel_box(box, source.width, source.height)) for box in scaled]
+        return source, [_pixel_box(box, source.width, source.height) for box in scaled]
+
+    def crops(self, image: Image.Image, boxes: torch.Tensor) -> list[Image.Image]:
+        """Crops of ``boxes`` (``xyxy`` in the image frame), clipped to the image."""
+        source, rectangles = self._crop_frame(image, boxes)
+        return [source.crop(rectangle) for rectangle in rectangles]
 
     def caption_regions(self, images: Sequence[Image.Image], boxes: Sequence[torch.Tensor]) -> list[list[str]]:
-        """Captions of every region of every image, batched across images; one list per image."""
+        """Captions of every region of every image, batched across images; one list per image. With
+        ``settings.share_identical_crops`` a pixel rectangle repeated in one image is cropped and captioned once."""
         if len(images) != len(boxes):
             raise ValueError(f"got {len(images)} images but {len(boxes)} box sets")
-        crops = [crop for image, image_boxes in zip(images, boxes)
-                 for crop in self.crops(image.convert("RGB"), image_boxes)]
-        flat = self.caption(crops)
+        frames = [self._crop_frame(image.convert("RGB"), image_boxes) for image, image_boxes in zip(images, boxes)]
+        regions = [(k, rectangle) for k, (_, rectangles) in enumerate(frames) for rectangle in rectangles]
+        keys = regions if self.settings.share_identical_crops else range(len(regions))
+        firsts, inverse = _first_of_each(keys)
+        unique = self.caption([frames[k][0].crop(rectangle) for k, rectangle in (regions[i] for i in firsts)])
+        flat = [unique[i] for i in inverse]
         counts, out, start = [len(b) for b in boxes], [], 0
         for count in counts:
             out.append(flat[start:start + count])

@@ -12,8 +12,24 @@ As the reference (REFERENCE.md W§7 items 1–3), proposals are computed in a sq
   ``range(0, S, side)``, clipped at the border.
 * Only boxes whose area exceeds ``min_area_ratio`` (10 %) of the frame are kept (this drops the
   1/4 grid at S = 224, as in the reference).
-* Optional, off by default as in the reference: ``dedup_iou`` (greedy de-duplication keeping the
-  earlier box: grid boxes first, then selective search's own ranking) and ``max_proposals``.
+* Optional, off by default as in the reference (both change WWbL's output, for speed: BLIP
+  captions every proposal):
+
+  - ``dedup_iou``: greedy de-duplication in proposal order — a box is dropped when its IoU with an
+    earlier *kept* box exceeds ``dedup_iou`` (so of two near-duplicates the earlier one stays);
+  - ``max_proposals``: keep the first N proposals that are left after the area filter and
+    ``dedup_iou``.
+
+  Proposal order: the grid boxes first (the 1/2 grid, then 1/3, row by row; 13 boxes survive the
+  area filter at S = 224), then selective search's boxes from the smallest to the largest (ties by
+  x, y, w, h). So ``max_proposals`` = 13 keeps only the grid boxes, and a larger cap keeps the grid
+  plus the smallest selective-search boxes above the area filter (object-sized regions; large
+  ones overlap the grid); with ``dedup_iou`` the smaller of two near-duplicates stays.
+
+* Selective search's own output order is level × ``rand()`` (OpenCV's rank, drawn from C's
+  process-wide random state, so it changes from call to call and between threads); the boxes
+  are re-sorted by area as above, which makes the proposals — and the captions' order, on which
+  tied caption clusters depend — the same on every run. The set of boxes is OpenCV's.
 """
 from __future__ import annotations
 
@@ -40,6 +56,14 @@ def _selective_search_factory():
             "selective search needs OpenCV's contrib module cv2.ximgproc; install "
             "opencv-contrib-python-headless (and uninstall a plain opencv-python that shadows it)"
         ) from error
+
+
+def dedup_boxes(boxes: torch.Tensor, iou: float) -> torch.Tensor:
+    """``boxes`` (``xyxy``, in order) without those whose IoU with an earlier kept box exceeds ``iou``."""
+    if len(boxes) < 2:
+        return boxes
+    rank_scores = torch.linspace(1.0, 0.0, len(boxes))  # NMS keeps the higher score: earlier boxes win
+    return boxes[nms(boxes, rank_scores, iou).sort().values]
 
 
 def grid_boxes(size: int, fractions: tuple[float, ...]) -> torch.Tensor:
@@ -74,6 +98,10 @@ class ProposalGenerator:
             raise ValueError(f"unknown selective-search encoding {self.encoding!r}")
         if self.working_size < 8:
             raise ValueError("working_size must be at least 8 pixels")
+        if self.dedup_iou is not None and not 0.0 <= self.dedup_iou <= 1.0:
+            raise ValueError(f"dedup_iou must lie in [0, 1] (or be None: off), got {self.dedup_iou}")
+        if self.max_proposals is not None and self.max_proposals < 1:
+            raise ValueError(f"max_proposals must be at least 1 (or None: no cap), got {self.max_proposals}")
         if self.selective_search:
             self._create = _selective_search_factory()
 
@@ -87,8 +115,12 @@ class ProposalGenerator:
         search = self._create()
         search.setBaseImage(self._search_input(square))
         search.switchToSelectiveSearchFast(self.base_k, self.inc_k, self.sigma)
-        rects = np.asarray(search.process(), dtype=np.float32).reshape(-1, 4)
-        return from_coco_xywh(rects).clamp(0, self.working_size)
+        rects = np.asarray(search.process(), dtype=np.int64).reshape(-1, 4)
+        # OpenCV orders its boxes by level × C rand(), a process-wide random state: sort them so that the
+        # order (which dedup_iou, max_proposals and tied clusters depend on) is the same on every run.
+        x, y, w, h = rects.T
+        rects = rects[np.lexsort((h, w, y, x, w * h))]
+        return from_coco_xywh(rects.astype(np.float32)).clamp(0, self.working_size)
 
     def __call__(self, image: Image.Image) -> torch.Tensor:
         """Proposals for one RGB PIL image: ``(N, 4)`` float ``xyxy`` in its original frame."""
@@ -102,9 +134,8 @@ class ProposalGenerator:
         boxes = torch.cat(parts)
         areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
         boxes = boxes[areas > self.min_area_ratio * size * size]
-        if self.dedup_iou is not None and len(boxes):
-            rank_scores = torch.linspace(1.0, 0.0, len(boxes))  # earlier boxes win
-            boxes = boxes[nms(boxes, rank_scores, self.dedup_iou).sort().values]
+        if self.dedup_iou is not None:
+            boxes = dedup_boxes(boxes, self.dedup_iou)
         if self.max_proposals is not None:
             boxes = boxes[: self.max_proposals]
         scale = torch.tensor([image.width, image.height, image.width, image.height]) / size
