@@ -46,6 +46,7 @@ from wwbl.model_files import check_safetensors, first_few, read_json_object, req
 
 log = logging.getLogger(__name__)
 
+
 @dataclass
 class CaptionSettings:
     """Decoding settings; ``generate_kwargs`` are passed on to ``generate`` (e.g. sampling).
@@ -153,7 +154,10 @@ def _quiet_transformers() -> Iterator[None]:
         hf_logging.set_verbosity(level)
 
 
-def _pixel_box(box: torch.Tensor, width: int, height: int) -> tuple[int, int, int, int]:
+PixelBox = tuple[int, int, int, int]  # x0, y0, x1, y1 in whole pixels (PIL's crop rectangle)
+
+
+def _pixel_box(box: torch.Tensor, width: int, height: int) -> PixelBox:
     """Integer crop rectangle covering ``box`` inside the image, at least one pixel wide and high."""
     x0 = min(max(math.floor(float(box[0])), 0), width - 1)
     y0 = min(max(math.floor(float(box[1])), 0), height - 1)
@@ -163,7 +167,7 @@ def _pixel_box(box: torch.Tensor, width: int, height: int) -> tuple[int, int, in
 
 
 def _first_of_each(keys: Sequence[Hashable]) -> tuple[list[int], list[int]]:
-    """Positions of each distinct key's first occurrence, and for every key the index of its key among them."""
+    """Where each distinct key first occurs, and for every key which of those first occurrences it repeats."""
     slot: dict[Hashable, int] = {}
     firsts, inverse = [], []
     for position, key in enumerate(keys):
@@ -257,7 +261,7 @@ class BlipCaptioner:
         texts = self._caption_chunks([images[i] for i in firsts])
         return [texts[i] for i in inverse]
 
-    def _crop_frame(self, image: Image.Image, boxes: torch.Tensor) -> tuple[Image.Image, list[tuple[int, int, int, int]]]:
+    def _crop_frame(self, image: Image.Image, boxes: torch.Tensor) -> tuple[Image.Image, list[PixelBox]]:
         """The image crops are cut from (``reference_crop_size`` applied) and each box's pixel rectangle in it."""
         source, scale = image, (1.0, 1.0)
         if self.settings.reference_crop_size is not None:
