@@ -89,10 +89,11 @@ class ReleasedTrainingStep:
         clip_requires_grad: True = the released unfrozen CLIP; False = the same formulation with CLIP frozen.
         timer: a stage timer (`_common.StageTimer`); stages are named as the benchmark's instrumentation of
             our module ("text enc", "relevancy", "g forward", "clip f/b fwd", "backward", "optimiser").
+        scaler: a `torch.amp.GradScaler` for fp16 mixed precision (as Lightning's "16-mixed"), else None.
     """
 
     def __init__(self, module: WWbLModule, optimiser: torch.optim.Optimizer, clip_requires_grad: bool = True,
-                 timer=None) -> None:
+                 timer=None, scaler: torch.amp.GradScaler | None = None) -> None:
         differing = {k: module.hparams[k] for k, v in RELEASED_LOSS_OPTIONS.items() if module.hparams[k] != v}
         if differing:
             raise ValueError(f"the released formulation computes the losses with {RELEASED_LOSS_OPTIONS}; "
@@ -104,6 +105,7 @@ class ReleasedTrainingStep:
         self.optimiser = optimiser
         self.clip_requires_grad = clip_requires_grad
         self.timer = timer or Timer()
+        self.scaler = scaler
         self.attn_grads: list[Tensor] = []  # what the vendored CLIP's backward hooks store (attn_grad)
 
     def __call__(self, images01: Tensor, phrases: Sequence[str]) -> dict[str, Tensor]:
@@ -113,9 +115,13 @@ class ReleasedTrainingStep:
             with self.timer("losses (fwd)"):
                 terms = self._losses(images01, phrases)
             with self.timer("backward"):
-                terms["loss"].backward()
+                (self.scaler.scale(terms["loss"]) if self.scaler else terms["loss"]).backward()
         with self.timer("optimiser"):
-            self.optimiser.step()
+            if self.scaler:
+                self.scaler.step(self.optimiser)
+                self.scaler.update()
+            else:
+                self.optimiser.step()
         self._release_clip_grads()
         return terms
 

@@ -4,6 +4,7 @@ heatmaps and boxes for Algorithm 1 — on tiny random models."""
 import numpy as np
 import pytest
 import torch
+from _common import captions_depend_on_the_image
 from baselines import RELEASED_LOSS_OPTIONS, RELEASED_PREFIX, RELEASED_WEIGHTS, ReleasedTrainingStep, ReleasedWWbL
 from PIL import Image
 from tests.helpers.tiny_blip import save_tiny_blip
@@ -86,21 +87,8 @@ def wwbl_parts(tiny_clip, tmp_path_factory):
     g = NetworkGExtractor(tiny_clip, net, input_size=64)
     path = save_tiny_blip(tmp_path_factory.mktemp("blip_varied"))
     captioner = BlipCaptioner.from_pretrained(str(path), settings=CaptionSettings(max_length=8, chunk_size=5))
-    make_captions_depend_on_the_image(captioner.model)
+    captions_depend_on_the_image(captioner.model)  # else every crop gets the same caption
     return g, captioner
-
-
-def make_captions_depend_on_the_image(model, gain=3.0):
-    """BlipConfig initialises the vision tower with std 1e-10, so every crop gets the same caption; with
-    variance-scaled vision and cross-attention weights the captions differ between crops."""
-    torch.manual_seed(0)
-    with torch.no_grad():
-        for module in model.vision_model.modules():
-            if isinstance(module, (torch.nn.Linear, torch.nn.Conv2d)):
-                module.weight.normal_(0, gain / module.weight[0].numel() ** 0.5)
-        for name, p in model.text_decoder.named_parameters():
-            if "crossattention" in name and name.endswith("weight") and "LayerNorm" not in name:
-                p.normal_(0, gain / p.shape[-1] ** 0.5)
 
 
 def photos(count):
