@@ -8,6 +8,7 @@ is read.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import platform
 import statistics
 import time
@@ -171,6 +172,26 @@ def synthetic_photo(width: int, height: int, seed: int = 0, objects: int = 12) -
     image = image.filter(ImageFilter.GaussianBlur(1.5))
     noisy = np.asarray(image, dtype=np.float32) + rng.normal(0, 6, (height, width, 3))
     return Image.fromarray(np.clip(noisy, 0, 255).astype(np.uint8))
+
+
+class RepeatableProposals:
+    """A `ProposalGenerator` that answers the same boxes for the same image on every call.
+
+    OpenCV's selective search returns the same set of boxes on every call but in an order that changes from
+    call to call (its region ranking draws random numbers, and ``cv2.setRNGSeed`` does not fix it), so a
+    ``max_proposals`` cap keeps a different subset each time. Two formulations must caption the same crops
+    to be compared: this runs the real generator at every call (so its cost is timed as before) and returns
+    the boxes of its first call on an image with those pixels (the pipelines pass converted copies).
+    """
+
+    def __init__(self, generator) -> None:
+        self.generator = generator
+        self._first: dict[str, torch.Tensor] = {}
+
+    def __call__(self, image: Image.Image) -> torch.Tensor:
+        boxes = self.generator(image)
+        key = f"{image.size}{image.mode}" + hashlib.sha1(image.tobytes()).hexdigest()
+        return self._first.setdefault(key, boxes).clone()
 
 
 def random_phrases(count: int, seed: int = 0, words: int = 4) -> list[str]:

@@ -3,7 +3,7 @@
     python benchmarks/bench_vs_reference.py train [--size tiny|paper] [--batches 2] [--precision 32-true]
                                                   [--repeats 3] [--flops] [--markdown FILE] [--device cpu]
     python benchmarks/bench_vs_reference.py wwbl  [--size tiny|paper] [--max-proposals 20] [--images 1]
-                                                  [--chunk 120] [--precision fp32] [--repeats 1] [--markdown FILE]
+                                                  [--chunk 120] [--precision fp32] [--repeats 2] [--markdown FILE]
 
 The baselines are `baselines.ReleasedTrainingStep` and `baselines.ReleasedWWbL` (what they do, and
 the test that they compute our numbers: their docstrings, `tests/benchmarks/test_baselines.py`). In one
@@ -45,6 +45,7 @@ from pathlib import Path
 import torch
 from _common import (
     PeakMemory,
+    RepeatableProposals,
     StageTimer,
     add_common_args,
     random_blip_captioner,
@@ -336,7 +337,7 @@ class StageRouter:
 
 def wwbl_runs(g, captioner, images, max_proposals: int | None, device: torch.device, precision: str,
               timers: dict[str, StageTimer], outputs: dict[str, list]) -> dict[str, Callable[[int], None]]:
-    proposals = ProposalGenerator(max_proposals=max_proposals)
+    proposals = RepeatableProposals(ProposalGenerator(max_proposals=max_proposals))
     rule = BoxRule()
     pipeline = WWbLPipeline(g, captioner, proposals=proposals, boxes=rule, scoring=None)
     router = StageRouter(pipeline)
@@ -359,6 +360,23 @@ def wwbl_runs(g, captioner, images, max_proposals: int | None, device: torch.dev
     return {"ours": ours, "released": reference}
 
 
+def match(ours: list, released: list) -> str:
+    """How far the two outputs agree: captions, clusters, cluster phrases. A two-caption cluster's members tie
+    for representative, so the 1e-7 difference between our short-context text encoding and the release's
+    full context can pick the other member: such differences are counted as ties."""
+    captions = all(a.captions == b.captions for a, b in zip(ours, released))
+    clusters = all(a.clusters == b.clusters for a, b in zip(ours, released))
+    same = ties = 0
+    for a, b in zip(ours, released):
+        for group, p, q in zip(a.clusters, a.phrases, b.phrases):
+            members = {a.captions[i].strip() for i in group}
+            same += p == q
+            ties += p != q and len(group) == 2 and {p, q} == members
+    total = sum(len(a.phrases) for a in ours)
+    return (f"same captions: {'yes' if captions else 'NO'}, same clusters: {'yes' if clusters else 'NO'}, "
+            f"same phrases: {same}/{total}" + (f" ({ties} two-caption ties)" if ties else ""))
+
+
 def bench_wwbl(args: argparse.Namespace, device: torch.device) -> str:
     g, captioner = build_wwbl_parts(args, device)
     size = SIZES[args.size]
@@ -376,18 +394,17 @@ def bench_wwbl(args: argparse.Namespace, device: torch.device) -> str:
             ours, rel = samples["ours"], samples["released"]
             crops = sum(len(r.proposals) for r in outputs["ours"]) / count
             clusters = sum(len(r.phrases) for r in outputs["ours"]) / count
-            same = all(a.captions == b.captions and a.phrases == b.phrases
-                       for a, b in zip(outputs["ours"], outputs["released"]))
+            agree = match(outputs["ours"], outputs["released"])
             rows = [[name, s.total / count] + [s.stage(st) / count for st in WWBL_STAGES] + [fmt_mib(s.peak)]
                     for name, s in samples.items()]
             parts += [f"\n{count} image(s), ≤{max_proposals} proposals: {crops:.0f} crops captioned and "
-                      f"{clusters:.1f} clusters per image; same captions and phrases: {'yes' if same else 'NO'}; "
+                      f"{clusters:.1f} clusters per image; {agree}; "
                       f"ours ×{rel.total / ours.total:.2f} faster\n",
                       markdown_table(["formulation", "s/image"] + [f"{st} s/image" for st in WWBL_STAGES]
                                      + ["peak MiB"], rows)]
             scaling.append([max_proposals, count, f"{crops:.0f}", f"{clusters:.1f}", ours.total / count,
                             rel.total / count, f"×{rel.total / ours.total:.2f}",
-                            rel.stage("captioning") / max(ours.stage("captioning"), 1e-9)])
+                            f"×{rel.stage('captioning') / max(ours.stage('captioning'), 1e-9):.2f}"])
     if len(scaling) > 1:
         parts += ["\nScaling with the proposal count and the images per call (s/image):\n",
                   markdown_table(["max proposals", "images", "crops/image", "clusters/image", "ours",

@@ -4,7 +4,7 @@ heatmaps and boxes for Algorithm 1 — on tiny random models."""
 import numpy as np
 import pytest
 import torch
-from _common import captions_depend_on_the_image
+from _common import RepeatableProposals, captions_depend_on_the_image
 from baselines import RELEASED_LOSS_OPTIONS, RELEASED_PREFIX, RELEASED_WEIGHTS, ReleasedTrainingStep, ReleasedWWbL
 from PIL import Image
 from tests.helpers.tiny_blip import save_tiny_blip
@@ -104,7 +104,7 @@ def photos(count):
 
 def test_released_wwbl_returns_our_captions_clusters_heatmaps_and_boxes(wwbl_parts):
     g, captioner = wwbl_parts
-    proposals, rule = ProposalGenerator(max_proposals=12), BoxRule()
+    proposals, rule = RepeatableProposals(ProposalGenerator(max_proposals=12)), BoxRule()  # the same crops
     # Caption embeddings from the full context, as the baseline's: a two-caption cluster's members tie for
     # representative in exact arithmetic, and the short context's 1e-7 difference (tests/clip) could break
     # the tie the other way. The heatmaps' phrases go through our cached, short-context encoder.
