@@ -8,6 +8,7 @@ is read.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import platform
 import statistics
 import time
@@ -87,6 +88,54 @@ class StageTimer:
         self.calls.clear()
 
 
+class PeakMemory:
+    """Peak memory of a block of work, in MiB above what was resident when it began.
+
+    CUDA: ``torch.cuda.max_memory_allocated`` (tensors only; the caching allocator's reserve is not
+    counted). CPU: the process's peak resident set (``VmHWM``, reset through ``/proc/self/clear_refs``,
+    Linux) minus the resident set at the start — it counts every allocation of the block, torch's and
+    others', and undercounts memory that the C allocator kept from an earlier block and hands out again
+    (set ``MALLOC_MMAP_THRESHOLD_=65536`` so that large tensors are mapped and unmapped each time).
+    ``mib`` is None where neither is available.
+    """
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = torch.device(device)
+        self.mib: float | None = None
+
+    def __enter__(self) -> "PeakMemory":
+        sync(self.device)
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+            self._start = torch.cuda.memory_allocated(self.device)
+        else:
+            self._start = _reset_peak_rss()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        sync(self.device)
+        if self.device.type == "cuda":
+            self.mib = (torch.cuda.max_memory_allocated(self.device) - self._start) / 2**20
+        elif self._start is not None:
+            self.mib = (_status_kib("VmHWM") - self._start) / 1024
+
+
+def _status_kib(field: str) -> int:
+    with open("/proc/self/status") as status:
+        line = next(line for line in status if line.startswith(field + ":"))
+    return int(line.split()[1])
+
+
+def _reset_peak_rss() -> int | None:
+    """Resets the peak resident set to the current one; the current one in KiB (None off Linux)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as refs:
+            refs.write("5")
+        return _status_kib("VmRSS")
+    except OSError:
+        return None
+
+
 def print_table(header: list[str], rows: list[list[object]]) -> None:
     """A Markdown table (pasted as is into benchmarks/RESULTS.md)."""
     cells = [[_fmt(c) for c in row] for row in rows]
@@ -125,6 +174,26 @@ def synthetic_photo(width: int, height: int, seed: int = 0, objects: int = 12) -
     return Image.fromarray(np.clip(noisy, 0, 255).astype(np.uint8))
 
 
+class RepeatableProposals:
+    """A `ProposalGenerator` that answers the same boxes for the same image on every call.
+
+    OpenCV's selective search returns the same set of boxes on every call but in an order that changes from
+    call to call (its region ranking draws random numbers, and ``cv2.setRNGSeed`` does not fix it), so a
+    ``max_proposals`` cap keeps a different subset each time. Two formulations must caption the same crops
+    to be compared: this runs the real generator at every call (so its cost is timed as before) and returns
+    the boxes of its first call on an image with those pixels (the pipelines pass converted copies).
+    """
+
+    def __init__(self, generator) -> None:
+        self.generator = generator
+        self._first: dict[str, torch.Tensor] = {}
+
+    def __call__(self, image: Image.Image) -> torch.Tensor:
+        boxes = self.generator(image)
+        key = f"{image.size}{image.mode}" + hashlib.sha1(image.tobytes()).hexdigest()
+        return self._first.setdefault(key, boxes).clone()
+
+
 def random_phrases(count: int, seed: int = 0, words: int = 4) -> list[str]:
     """Distinct phrases (distinct so that CLIP's per-phrase text cache never short-cuts a timing)."""
     vocabulary = ["red", "blue", "green", "small", "large", "wooden", "metal", "dog", "cat", "man", "woman",
@@ -155,12 +224,56 @@ def local_bert_tokenizer():
     return tokenizer
 
 
-def random_blip_captioner(device: torch.device, settings=None):
+def captions_depend_on_the_image(model: torch.nn.Module, gain: float = 3.0, seed: int = 0) -> None:
+    """Re-draw a random BLIP's vision and cross-attention weights with variance scaling, in place.
+
+    ``BlipConfig`` initialises the vision tower with std 1e-10, so a random BLIP gives every crop the
+    same caption (one cluster per image, the heatmap stage nearly free); with these weights the captions
+    differ between crops, as a trained BLIP's do. The arithmetic, and so the timing, is unchanged.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for module in model.vision_model.modules():
+            if isinstance(module, (torch.nn.Linear, torch.nn.Conv2d)):
+                std = gain / module.weight[0].numel() ** 0.5
+                module.weight.copy_(torch.randn(module.weight.shape, generator=generator) * std)
+        for name, p in model.text_decoder.named_parameters():
+            if "crossattention" in name and name.endswith("weight") and "LayerNorm" not in name:
+                p.copy_(torch.randn(p.shape, generator=generator) * (gain / p.shape[-1] ** 0.5))
+
+
+def tiny_blip_captioner(device: torch.device, settings=None):
+    """`BlipCaptioner` around a tiny random BLIP (2-layer towers, width 32, 32² input, 20-word vocabulary)
+    for smoke runs, captions depending on the image (`captions_depend_on_the_image`)."""
+    from transformers import BertTokenizerFast, BlipConfig, BlipForConditionalGeneration, BlipImageProcessor, \
+        BlipProcessor
+
+    from wwbl.inference.captioner import BlipCaptioner
+
+    words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "picture", "of", "dog", "cat", "red", "blue", "the",
+             "on", "ball", "tree", "sky", "man", "hat", "grass"]
+    tokenizer = BertTokenizerFast(vocab={w: i for i, w in enumerate(words)}, do_lower_case=True)
+    tokenizer.add_special_tokens({"bos_token": "[DEC]", "additional_special_tokens": ["[ENC]"]})
+    layers = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4}
+    config = BlipConfig(
+        vision_config={**layers, "image_size": 32, "patch_size": 8},
+        text_config={**layers, "vocab_size": len(tokenizer), "max_position_embeddings": 40,
+                     "encoder_hidden_size": 32, "bos_token_id": tokenizer.bos_token_id,
+                     "sep_token_id": tokenizer.sep_token_id, "eos_token_id": tokenizer.sep_token_id,
+                     "pad_token_id": tokenizer.pad_token_id})
+    model = BlipForConditionalGeneration(config)
+    captions_depend_on_the_image(model)
+    processor = BlipProcessor(BlipImageProcessor(size={"height": 32, "width": 32}), tokenizer)
+    return BlipCaptioner(model.to(device).eval(), processor, settings)
+
+
+def random_blip_captioner(device: torch.device, settings=None, vary: bool = False):
     """`BlipCaptioner` around a random `BlipForConditionalGeneration(BlipConfig())` (BLIP-base: ViT-B/16 at
     384², 12-layer BERT decoder) and the BLIP image processor (384², bicubic).
 
     Random weights rarely emit [SEP], so every caption decodes to `max_length` tokens: an upper bound
-    of the real captioner, whose captions stop after about 10–15 tokens.
+    of the real captioner, whose captions stop after about 10–15 tokens. ``vary``: captions that differ
+    between crops (`captions_depend_on_the_image`), so that clustering and heatmaps see several clusters.
     """
     from transformers import BlipConfig, BlipForConditionalGeneration, BlipImageProcessor, BlipProcessor
 
@@ -170,6 +283,9 @@ def random_blip_captioner(device: torch.device, settings=None):
     config = BlipConfig(text_config={"bos_token_id": tokenizer.convert_tokens_to_ids("[DEC]"),
                                      "sep_token_id": tokenizer.sep_token_id, "eos_token_id": tokenizer.sep_token_id,
                                      "pad_token_id": tokenizer.pad_token_id})
-    model = BlipForConditionalGeneration(config).to(device).eval()
+    model = BlipForConditionalGeneration(config)
+    if vary:
+        captions_depend_on_the_image(model)
+    model = model.to(device).eval()
     processor = BlipProcessor(BlipImageProcessor(size={"height": 384, "width": 384}), tokenizer)
     return BlipCaptioner(model, processor, settings)
