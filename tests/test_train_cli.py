@@ -1,6 +1,7 @@
 """One-step training runs of every config family through train.py (LightningCLI) on generated data,
 with the tiny random CLIP and a tiny g; checkpoints, export and resume."""
 import csv
+import functools
 import math
 from pathlib import Path
 
@@ -12,6 +13,7 @@ from shapes_world import ShapesWorld, WorldConfig
 from shapes_world.writers import write_coco as write_shapes_coco, write_flickr
 from tests.helpers.training_layouts import write_coco, write_cub, write_flickr30k, write_visual_genome
 from wwbl.export import load_grounding_net, main as export_main
+from wwbl.lit_module import WWbLModule
 
 
 REPO = Path(__file__).resolve().parents[1]
@@ -205,3 +207,28 @@ def test_fp16_autocast_with_the_grad_scaler_trains_on_cpu(datasets, tmp_path):
     ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
     assert ckpt["MixedPrecision"]["scale"] == scaler.get_scale()  # the scaler's state is checkpointed
     assert all(torch.isfinite(v).all() for v in ckpt["state_dict"].values() if v.is_floating_point())
+
+
+def test_a_g_trained_channels_last_and_compiled_checkpoints_and_exports_as_a_plain_g(datasets, tmp_path, monkeypatch):
+    """``--model.channels_last true --model.compile true`` (compiled with aot_eager here: Inductor's
+    first compile takes minutes on this CPU, see tests/test_g_channels_last_compile.py); the checkpoint
+    holds the plain ``net.*`` names and loads, like its export, into an uncompiled contiguous g."""
+    monkeypatch.setattr(torch, "compile", functools.partial(torch.compile, backend="aot_eager"))
+    cli = run("coco_wsg.yaml", tmp_path, "--data.root", str(datasets / "coco"), "--data.val_root", "null",
+              "--trainer.precision", "bf16-mixed", "--model.channels_last", "true", "--model.compile", "true")
+    ckpt_path = check_run(cli, [])
+    assert cli.model.net._compiled_call_impl is not None
+    state = torch.load(ckpt_path, map_location="cpu", weights_only=True)["state_dict"]
+    hparams = {k: v for k, v in cli.model.hparams.items() if not k.startswith("_")}  # LightningCLI's _instantiator
+    plain = WWbLModule(**{**hparams, "compile": False, "channels_last": False})
+    assert state.keys() == plain.state_dict().keys()
+    plain.load_state_dict(state)
+    export_main(["--ckpt", str(ckpt_path), "--out", str(tmp_path / "export")])
+    net, _ = load_grounding_net(str(tmp_path / "export"))
+    x, text = torch.rand(2, 3, 64, 64), plain.clip.encode_text(["a cube", "a ball"])
+    plain.net.eval()
+    cli.model.net.eval()
+    with torch.no_grad():
+        expected = cli.model(x, text)
+        assert torch.allclose(plain(x, text), expected, atol=1e-5)
+        assert torch.allclose(net(x, text), expected, atol=1e-5)
