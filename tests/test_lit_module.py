@@ -111,7 +111,7 @@ class _FixedMask(torch.nn.Module):
         super().__init__()
         self.register_buffer("mask", mask)
 
-    def forward(self, images, text=None):
+    def forward(self, images, text=None, image_index=None):
         return self.mask.expand(len(images), *self.mask.shape)
 
 

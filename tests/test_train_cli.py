@@ -1,6 +1,7 @@
 """One-step training runs of every config family through train.py (LightningCLI) on generated data,
 with the tiny random CLIP and a tiny g; checkpoints, export and resume."""
 import csv
+import functools
 import math
 from pathlib import Path
 
@@ -12,6 +13,7 @@ from shapes_world import ShapesWorld, WorldConfig
 from shapes_world.writers import write_coco as write_shapes_coco, write_flickr
 from tests.helpers.training_layouts import write_coco, write_cub, write_flickr30k, write_visual_genome
 from wwbl.export import load_grounding_net, main as export_main
+from wwbl.lit_module import WWbLModule
 
 
 REPO = Path(__file__).resolve().parents[1]
@@ -170,3 +172,63 @@ def test_a_damaged_resume_checkpoint_ends_in_one_line(datasets, tmp_path, capsys
     err = capsys.readouterr().err
     assert "Traceback" not in err
     assert err.strip().splitlines()[-1].startswith(f"error: {damaged}: is not a readable PyTorch file")
+
+
+@pytest.mark.parametrize("precision", ["bf16-mixed", "16-mixed"])
+def test_mixed_precision_trains_validates_exports_and_resumes(datasets, tmp_path, precision):
+    """``--trainer.precision bf16-mixed`` end to end on CPU (real bf16 autocast). On CPU Lightning
+    runs ``16-mixed`` as bf16-mixed (fp16 AMP is CUDA-only there); the fp16 + GradScaler path is
+    the next test."""
+    cli = run("coco_wsg.yaml", tmp_path, "--data.root", str(datasets / "coco"),
+              "--data.val_root", str(datasets / "flickr"), "--trainer.precision", precision)
+    ckpt_path = check_run(cli, ["val/pointing_acc", "val/box_acc"])
+    assert cli.trainer.precision == "bf16-mixed"
+    assert all(p.dtype == torch.float32 for p in cli.model.net.parameters())  # autocast casts no parameter
+    export_main(["--ckpt", str(ckpt_path), "--out", str(tmp_path / "export")])
+    net, _ = load_grounding_net(str(tmp_path / "export"))
+    assert all(p.dtype == torch.float32 for p in net.state_dict().values() if p.is_floating_point())
+    resumed = run("coco_wsg.yaml", tmp_path, "--data.root", str(datasets / "coco"), "--data.val_root", "null",
+                  "--trainer.precision", precision, "--trainer.max_epochs", "2", "--ckpt_path", str(ckpt_path))
+    assert resumed.trainer.global_step == 2
+
+
+def test_fp16_autocast_with_the_grad_scaler_trains_on_cpu(datasets, tmp_path):
+    """The ``16-mixed`` path as it runs on a GPU (fp16 autocast, loss scaled by a GradScaler, gradients
+    unscaled before SGD), here on CPU through an explicit MixedPrecision plugin: nothing in the module
+    may cast g to half or bypass the scaled loss."""
+    plugin = tmp_path / "fp16.yaml"
+    plugin.write_text("trainer:\n  precision: null\n  plugins:\n    - class_path: lightning.pytorch.plugins.MixedPrecision\n"
+                      "      init_args: {precision: 16-mixed, device: cpu}\n")
+    cli = run("coco_wsg.yaml", tmp_path, "--config", str(plugin), "--data.root", str(datasets / "coco"),
+              "--data.val_root", str(datasets / "flickr"))
+    scaler = cli.trainer.precision_plugin.scaler
+    assert cli.trainer.precision == "16-mixed" and scaler is not None and scaler.is_enabled()
+    ckpt_path = check_run(cli, ["val/pointing_acc", "val/box_acc"])
+    ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+    assert ckpt["MixedPrecision"]["scale"] == scaler.get_scale()  # the scaler's state is checkpointed
+    assert all(torch.isfinite(v).all() for v in ckpt["state_dict"].values() if v.is_floating_point())
+
+
+def test_a_g_trained_channels_last_and_compiled_checkpoints_and_exports_as_a_plain_g(datasets, tmp_path, monkeypatch):
+    """``--model.channels_last true --model.compile true`` (compiled with aot_eager here: Inductor's
+    first compile takes minutes on this CPU, see tests/test_g_channels_last_compile.py); the checkpoint
+    holds the plain ``net.*`` names and loads, like its export, into an uncompiled contiguous g."""
+    monkeypatch.setattr(torch, "compile", functools.partial(torch.compile, backend="aot_eager"))
+    cli = run("coco_wsg.yaml", tmp_path, "--data.root", str(datasets / "coco"), "--data.val_root", "null",
+              "--trainer.precision", "bf16-mixed", "--model.channels_last", "true", "--model.compile", "true")
+    ckpt_path = check_run(cli, [])
+    assert cli.model.net._compiled_call_impl is not None
+    state = torch.load(ckpt_path, map_location="cpu", weights_only=True)["state_dict"]
+    hparams = {k: v for k, v in cli.model.hparams.items() if not k.startswith("_")}  # LightningCLI's _instantiator
+    plain = WWbLModule(**{**hparams, "compile": False, "channels_last": False})
+    assert state.keys() == plain.state_dict().keys()
+    plain.load_state_dict(state)
+    export_main(["--ckpt", str(ckpt_path), "--out", str(tmp_path / "export")])
+    net, _ = load_grounding_net(str(tmp_path / "export"))
+    x, text = torch.rand(2, 3, 64, 64), plain.clip.encode_text(["a cube", "a ball"])
+    plain.net.eval()
+    cli.model.net.eval()
+    with torch.no_grad():
+        expected = cli.model(x, text)
+        assert torch.allclose(plain(x, text), expected, atol=1e-5)
+        assert torch.allclose(net(x, text), expected, atol=1e-5)

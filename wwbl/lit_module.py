@@ -24,6 +24,33 @@ relevancy pass — to CLIP without CLIP's normalisation.
 CLIP is rebuilt from the ``clip_*`` hyper-parameters and is deliberately not a registered
 sub-module: checkpoints hold g's weights, the optimiser state, the JSON-able hyper-parameters
 and (under ``"wwbl_export"``) what :mod:`wwbl.export` needs to rebuild g.
+
+Mixed precision (``--trainer.precision bf16-mixed`` / ``16-mixed``; default ``32-true``, the paper's
+fp32). Lightning runs ``training_step`` and ``validation_step`` under ``torch.autocast``; inside it:
+
+* g's convolutions run in the autocast dtype (they are most of the step's work); its map M is taken
+  to fp32 before anything reads it (`_g`).
+* The frozen CLIP runs under autocast everywhere: the text tower, the masked-image forward through
+  which the gradients reach g, and the relevancy forward/backward. The relevancy's Chefer products
+  ∂s/∂A ⊙ A, the head mean, the rollout R ← R + Ā R and the min-max normalisation are fp32
+  (:func:`wwbl.clip.relevancy.relevancy_maps`): summed over 12 ViT-B blocks in bf16 the rollout
+  triples the map error.
+* The losses run with autocast off, on fp32 maps and embeddings: the ``all_pairs`` cosine and the
+  WSOL prompt logits are matmuls, which autocast would otherwise take to bf16.
+
+Measured against fp32 (benchmarks/mixed_precision_agreement.py, numbers in benchmarks/RESULTS.md):
+the relevancy target under bf16 autocast moves by ~4e-4 on average (≤ 2e-2 at one pixel) on a [0, 1]
+map, ~10× less than what g's own bf16 convolutions change in L_rmap; the loss terms agree to a few
+1e-3 relative and the gradient into g keeps a cosine ≥ 0.999 with the fp32 one (shapes-world trained
+CLIP and g). Computing the relevancy in fp32 would buy nothing measurable for an extra fp32 ViT
+forward per step. ``16-mixed`` adds Lightning's GradScaler on the loss; nothing here casts
+parameters, so the scaler sees g's fp32 gradients. ``clip_precision`` (fp16/bf16 CLIP weights) is a
+separate, older knob and composes with autocast.
+
+``channels_last`` keeps g's convolution weights and inputs in ``torch.channels_last`` (faster
+convolutions on tensor cores); ``compile`` wraps g's forward with ``torch.compile``
+(``nn.Module.compile``: in place, so the state dict keeps its ``net.*`` names and a checkpoint
+loads into an uncompiled g). Neither enters the export: they are ways of running g, not g.
 """
 
 from __future__ import annotations
@@ -100,6 +127,9 @@ class WWbLModule(L.LightningModule):
         val_box_threshold, val_box_nms_iou: that rule's threshold and (WSG) NMS IoU; None = the
             rule's defaults (the same :class:`~wwbl.box_rules.BoxRule` fields as ``--box-threshold``
             and ``--box-nms-iou`` of ``infer.py`` and the evaluation).
+        channels_last: g's convolution weights and inputs in ``torch.channels_last`` memory format
+            (default False; the same maps, faster convolutions on GPUs with tensor cores).
+        compile: ``torch.compile`` g's forward (default False; the frozen CLIP is not compiled).
     """
 
     def __init__(
@@ -131,6 +161,8 @@ class WWbLModule(L.LightningModule):
         val_box_mode: str = "paper",
         val_box_threshold: float | None = None,
         val_box_nms_iou: float | None = None,
+        channels_last: bool = False,
+        compile: bool = False,
     ) -> None:
         super().__init__()
         _check_choice("task", task, TASKS)
@@ -148,6 +180,10 @@ class WWbLModule(L.LightningModule):
         self.__dict__["clip"] = clip
         self.net: nn.Module = build_network(**network_config(task, network, clip.embed_dim),
                                             pretrained_backbone=pretrained_backbone, backbone_weights=backbone_weights)
+        if channels_last:
+            self.net.to(memory_format=torch.channels_last)
+        if compile:
+            self.net.compile()  # in place: the state dict keeps its ``net.*`` names
         self.weights = LossWeights(lambda_fore, lambda_back, lambda_rmap, lambda_reg)
         self._metrics: nn.ModuleDict | None = None
 
@@ -167,7 +203,14 @@ class WWbLModule(L.LightningModule):
         """g's map B×H×W in [0, 1]; ``text_emb`` (B×D) is required for the WSG task."""
         if self.hparams.task == "wsg" and text_emb is None:
             raise ValueError("the WSG network needs one text embedding per image")
-        return self.net(images01, text_emb)
+        return self._g(images01, text_emb)
+
+    def _g(self, images01: torch.Tensor, text_emb: torch.Tensor | None,
+           image_index: torch.Tensor | None = None) -> torch.Tensor:
+        """g's maps as fp32 (whatever autocast computed them in), its input in g's memory format."""
+        if self.hparams.get("channels_last"):
+            images01 = images01.contiguous(memory_format=torch.channels_last)
+        return self.net(images01, text_emb, image_index).float()
 
     def _clip_inputs(self, images01: torch.Tensor) -> tuple[torch.Tensor, bool]:
         """Images at CLIP's size in the space they are masked in, and whether CLIP must normalise them."""
@@ -190,20 +233,23 @@ class WWbLModule(L.LightningModule):
         target = self.clip.relevancy(x_clip, text, start_layer=hp.relevancy_start_layer, normalize_input=normalize)
         # Training resizes as the released code (align_corners=True).
         m = resize_heatmap(mask, x_clip.shape[-2:], align_corners=True)
-        terms = {"rmap": relevancy_loss(mask, resize_heatmap(target.to(mask), mask.shape[-2:], align_corners=True)),
-                 "reg": regularization_loss(m if hp.reg_space == "clip" else mask)}
-        m = m.unsqueeze(1)
-        fore_emb, back_emb = self._encode(torch.cat([x_clip * m, x_clip * (1.0 - m)]), normalize).chunk(2)
-        if hp.loss_form == "cosine":
-            terms["fore"] = foreground_loss(fore_emb, text, hp.pairing)
-            terms["back"] = background_loss(back_emb, text, hp.pairing, absolute=hp.back_abs)
-        else:
+        fore_emb, back_emb = self._encode(torch.cat([x_clip * m[:, None], x_clip * (1.0 - m[:, None])]),
+                                          normalize).chunk(2)
+        if hp.loss_form == "reference_wsol":
             others = self.clip.encode_text(self.phrases_for_clip(hp.background_prompts)).to(text)
             with torch.no_grad():
                 full_emb = self._encode(x_clip, normalize)
-            terms["fore"] = wsol_foreground_loss(fore_emb, text, others, self.clip.logit_scale)
-            terms["back"] = wsol_background_loss(back_emb, full_emb, text, self.clip.logit_scale)
-        terms["loss"] = self.weights.total(terms)
+        # The losses in fp32 under mixed precision too (module docstring): autocast off, fp32 inputs.
+        with torch.autocast(mask.device.type, enabled=False):
+            terms = {"rmap": relevancy_loss(mask, resize_heatmap(target.to(mask), mask.shape[-2:], align_corners=True)),
+                     "reg": regularization_loss(m if hp.reg_space == "clip" else mask)}
+            if hp.loss_form == "cosine":
+                terms["fore"] = foreground_loss(fore_emb, text, hp.pairing)
+                terms["back"] = background_loss(back_emb, text, hp.pairing, absolute=hp.back_abs)
+            else:
+                terms["fore"] = wsol_foreground_loss(fore_emb, text, others, self.clip.logit_scale)
+                terms["back"] = wsol_background_loss(back_emb, full_emb, text, self.clip.logit_scale)
+            terms["loss"] = self.weights.total(terms)
         return terms
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
@@ -234,14 +280,14 @@ class WWbLModule(L.LightningModule):
         device = images01.device
         owner_image = torch.as_tensor(list(entity_image), dtype=torch.long, device=device)
         if self.hparams.task == "wsol":
-            return self.net(images01, None, owner_image)
+            return self._g(images01, None, owner_image)
         counts = torch.tensor([len(p) for p in entity_phrases], device=device)
         if len(counts) == 0 or (counts == 0).any():
             raise ValueError("every validation entity needs at least one phrase")
         flat = [p for phrases in entity_phrases for p in phrases]
         text = self.clip.encode_text(self.phrases_for_clip(flat)).to(device)
         owner_entity = torch.repeat_interleave(torch.arange(len(counts), device=device), counts)
-        maps = self.net(images01, text, owner_image[owner_entity])
+        maps = self._g(images01, text, owner_image[owner_entity])
         summed = maps.new_zeros(len(counts), *maps.shape[1:]).index_add_(0, owner_entity, maps)
         return summed / counts.view(-1, 1, 1).to(summed)
 

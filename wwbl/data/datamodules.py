@@ -26,6 +26,9 @@ from wwbl.data.transforms import eval_transform, grounding_train_transform, wsol
 from wwbl.data.visual_genome import VisualGenomeRegions
 
 GROUNDING_DATASETS = ("coco", "vg")
+# The loader knobs both data modules share (module docstring).
+PERSISTENT_WORKERS = True
+PREFETCH_FACTOR = 2
 
 
 def list_collate(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -36,10 +39,16 @@ def list_collate(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
 class _TrainingDataModule(L.LightningDataModule):
     """Loaders shared by both data modules: shuffled training batches, list-collated validation."""
 
-    def __init__(self, batch_size: int, num_workers: int, val_batch_size: int, has_val_data: bool) -> None:
+    def __init__(self, batch_size: int, num_workers: int, val_batch_size: int, has_val_data: bool,
+                 pin_memory: bool | None, persistent_workers: bool, prefetch_factor: int) -> None:
         super().__init__()
+        if num_workers < 0:
+            raise ValueError(f"num_workers must be >= 0, got {num_workers}")
+        if prefetch_factor < 1:
+            raise ValueError(f"prefetch_factor must be >= 1, got {prefetch_factor}")
         self.batch_size, self.num_workers, self.val_batch_size = batch_size, num_workers, val_batch_size
         self.has_val_data = has_val_data
+        self.pin_memory, self.persistent_workers, self.prefetch_factor = pin_memory, persistent_workers, prefetch_factor
         self.train_set: Dataset | None = None
         self.val_set: Dataset | None = None
 
@@ -48,6 +57,19 @@ class _TrainingDataModule(L.LightningDataModule):
         """g's input side; `train.py` links it to `model.input_size`."""
         return self.hparams.image_size
 
+    def loader_options(self) -> dict[str, Any]:
+        """The DataLoader arguments both loaders share (workers, pinning, prefetching)."""
+        options: dict[str, Any] = {"num_workers": self.num_workers, "pin_memory": self._pin()}
+        if self.num_workers > 0:  # DataLoader refuses these without workers
+            options.update(persistent_workers=self.persistent_workers, prefetch_factor=self.prefetch_factor)
+        return options
+
+    def _pin(self) -> bool:
+        if self.pin_memory is not None:
+            return self.pin_memory
+        trainer = self.trainer
+        return trainer is not None and trainer.strategy.root_device.type == "cuda"
+
     def train_dataloader(self) -> DataLoader:
         if self.train_set is None:
             self.setup("fit")
@@ -55,15 +77,15 @@ class _TrainingDataModule(L.LightningDataModule):
             raise ValueError(f"the training set has {len(self.train_set)} images, fewer than one batch of "
                              f"{self.batch_size}; with drop_last nothing would be trained")
         return DataLoader(self.train_set, batch_size=self.batch_size, shuffle=True, drop_last=True,
-                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
+                          **self.loader_options())
 
     def val_dataloader(self) -> DataLoader | list:
         if not self.has_val_data:
             return []
         if self.val_set is None:
             self.setup("validate")
-        return DataLoader(self.val_set, batch_size=self.val_batch_size, shuffle=False,
-                          num_workers=self.num_workers, collate_fn=list_collate)
+        return DataLoader(self.val_set, batch_size=self.val_batch_size, shuffle=False, collate_fn=list_collate,
+                          **self.loader_options())
 
 
 class GroundingDataModule(_TrainingDataModule):
@@ -82,6 +104,9 @@ class GroundingDataModule(_TrainingDataModule):
         val_split: "val" (default) or "test" (the reference's choice).
         val_max_items: validate on the first N items only (None: all).
         check_files: verify that every image file exists when the dataset is built.
+        num_workers, pin_memory, persistent_workers, prefetch_factor: the DataLoaders' workers,
+            pinning (None: when training on CUDA), worker persistence and per-worker prefetch
+            (module docstring).
     """
 
     def __init__(
@@ -103,8 +128,12 @@ class GroundingDataModule(_TrainingDataModule):
         val_batch_size: int = 8,
         val_max_items: int | None = None,
         check_files: bool = True,
+        pin_memory: bool | None = None,
+        persistent_workers: bool = PERSISTENT_WORKERS,
+        prefetch_factor: int = PREFETCH_FACTOR,
     ) -> None:
-        super().__init__(batch_size, num_workers, val_batch_size, has_val_data=val_root is not None)
+        super().__init__(batch_size, num_workers, val_batch_size, val_root is not None, pin_memory,
+                         persistent_workers, prefetch_factor)
         if dataset not in GROUNDING_DATASETS:
             raise ValueError(f"dataset must be one of {GROUNDING_DATASETS}, got '{dataset}'")
         if dataset != "coco" and word_dropout > 0:
@@ -137,6 +166,8 @@ class WSOLDataModule(_TrainingDataModule):
         text: "category" (the same word for every image) or "class_name" (the image's species).
         category: the category word (paper: the object's name; released code: "bird").
         validate: evaluate localisation on the test split after each epoch.
+        num_workers, pin_memory, persistent_workers, prefetch_factor: as for
+            :class:`GroundingDataModule`.
     """
 
     def __init__(
@@ -152,8 +183,12 @@ class WSOLDataModule(_TrainingDataModule):
         validate: bool = True,
         val_batch_size: int = 32,
         check_files: bool = True,
+        pin_memory: bool | None = None,
+        persistent_workers: bool = PERSISTENT_WORKERS,
+        prefetch_factor: int = PREFETCH_FACTOR,
     ) -> None:
-        super().__init__(batch_size, num_workers, val_batch_size, has_val_data=validate)
+        super().__init__(batch_size, num_workers, val_batch_size, validate, pin_memory, persistent_workers,
+                         prefetch_factor)
         self.save_hyperparameters()
 
     def setup(self, stage: str) -> None:
