@@ -8,8 +8,13 @@ Writes per image ``<name>.json``, ``<name>_overlay.png``, ``<name>_heatmap_<k>.p
 wwbl.inference.coco_results) and ``failures.json`` listing skipped images. A bad image is
 reported and skipped (a special file, a dangling link or an unreadable one too): every input ends in
 its outputs or in failures.json. Two inputs never share outputs (``a.png`` and ``a.jpg`` → ``a`` and
-``a_1``; names over 100 characters are cut and hashed). Exit status: 0 all written, 1 something
-failed, 2 a user error (one line on stderr). JSON files are written atomically.
+``a_1``; names over 100 bytes are cut and hashed); one file reached twice (a link, overlapping
+globs) is processed once. A folder's files without an image suffix are not inputs (their count is
+reported). Images larger than ``--max-side`` are processed downscaled, results in the original
+frame. ``--resume`` skips images whose outputs are complete in ``--out`` (their ``<name>.json``,
+written last and atomically, names that input, and the files it lists exist) and recomputes the
+rest, so a killed run resumed with the same flags ends with the same files as one run through.
+Exit status: 0 all written, 1 something failed, 2 a user error (one line on stderr).
 """
 from __future__ import annotations
 
@@ -25,6 +30,7 @@ from wwbl.cli import (
     OneLineParser,
     add_box_rule_arguments,
     add_device_argument,
+    add_max_side_argument,
     add_pipeline_arguments,
     add_precision_argument,
     add_score_arguments,
@@ -59,12 +65,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     add_box_rule_arguments(p)
     add_score_arguments(p)
     add_pipeline_arguments(p)
+    add_max_side_argument(p)
     add_device_argument(p)
     add_precision_argument(p)
     p.add_argument("--batch-size", type=positive_int, default=8, help="images processed together")
     p.add_argument("--out", type=output_dir, default="wwbl_output", help="output folder")
     p.add_argument("--coco-gt", default=None, help="COCO ground-truth JSON: coco_results.json takes its image ids "
                                                    "(by file name) and category ids (by phrase)")
+    p.add_argument("--resume", action="store_true",
+                   help="skip images whose outputs in --out are complete (from an interrupted run with the same "
+                        "flags); the run's coco_results.json and failures.json still cover every input")
     p.add_argument("--quiet", action="store_true", help="no progress bar and no per-image summary lines")
     return p.parse_args(argv)
 
@@ -91,19 +101,21 @@ def _problem(path: Path) -> str | None:
     return None
 
 
-def collect_images(specs: list[str]) -> tuple[list[Path], list[dict]]:
-    """Files named by each spec (a file, every image file of a folder, or a glob), in order, unique,
-    and the items that cannot be read, each with its reason (they go to failures.json, never lost).
+def collect_images(specs: list[str]) -> tuple[list[Path], list[dict], list[str]]:
+    """Files named by each spec (a file, every image file of a folder, or a glob), in order, each file
+    once (by its real path), the items that cannot be read, each with its reason (they go to
+    failures.json, never lost), and notes on what a folder held that is not an input.
     FileNotFoundError if a spec names nothing at all."""
-    found: list[Path] = []
+    found: dict[str, Path] = {}
     problems: list[dict] = []
+    notes: list[str] = []
 
     def take(path: Path) -> None:
         reason = _problem(path)
         if reason:
             problems.append({"image": str(path), "error": reason})
         else:
-            found.append(path)
+            found.setdefault(os.path.realpath(path), path)
 
     for spec in specs:
         path = Path(spec)
@@ -113,33 +125,45 @@ def collect_images(specs: list[str]) -> tuple[list[Path], list[dict]]:
             except OSError as error:  # e.g. a folder without read permission
                 problems.append({"image": str(path), "error": f"cannot list the folder: {error.strerror}"})
                 continue
-            for entry in entries:
-                if entry.suffix.lower() in IMAGE_SUFFIXES and not entry.is_dir():
+            files = [e for e in entries if not e.is_dir()]
+            others = [e for e in files if e.suffix.lower() not in IMAGE_SUFFIXES]
+            for entry in files:
+                if entry.suffix.lower() in IMAGE_SUFFIXES:
                     take(entry)
+            if others:
+                notes.append(f"{path}: {len(others)} file(s) without an image suffix not taken "
+                             f"(e.g. {others[0].name})")
         elif path.exists() or path.is_symlink():
             take(path)
         else:
             matches = sorted(Path(m) for m in glob.glob(spec, recursive=True))
-            matches = [m for m in matches if not m.is_dir()]
+            matches = [m for m in matches if not m.is_dir()]  # `**` also lists the files inside them
             if not matches:
                 raise FileNotFoundError(f"--image {spec!r} is neither a file, a folder nor a matching glob")
             for match in matches:
                 take(match)
-    return list(dict.fromkeys(found)), problems
+    return list(found.values()), problems, notes
 
 
-MAX_STEM = 100  # longer names are cut (plus a hash) so that every output name stays under the file-system limit
+# Longer stems (in UTF-8 bytes) are cut, plus a hash, so that every output name (the stem and at most
+# ~25 bytes: "_heatmap_<k>.png", ".<stem>.json.partial") stays under the file-system limit of 255 bytes.
+MAX_STEM = 100
+
+
+def _cut(stem: str, max_bytes: int) -> str:
+    """``stem`` cut to at most ``max_bytes`` UTF-8 bytes, never inside a character."""
+    return stem.encode()[:max_bytes].decode(errors="ignore")
 
 
 def unique_stems(paths: list[Path]) -> list[str]:
-    """One output stem per input, never shared: the file's stem, cut to MAX_STEM characters (with an
+    """One output stem per input, never shared: the file's stem, cut to MAX_STEM UTF-8 bytes (with an
     8-hex hash of the full name) when longer, and ``_<n>`` appended when another input already took it."""
     taken: set[str] = set()
     stems = []
     for path in paths:
         stem = path.stem
-        if len(stem) > MAX_STEM:
-            stem = f"{stem[:MAX_STEM]}_{hashlib.sha1(path.name.encode()).hexdigest()[:8]}"
+        if len(stem.encode()) > MAX_STEM:
+            stem = f"{_cut(stem, MAX_STEM)}_{hashlib.sha1(path.name.encode()).hexdigest()[:8]}"
         candidate, n = stem, 0
         while candidate in taken:
             n += 1
@@ -153,10 +177,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     note = use_bundled_models(args)
     try:
-        paths, problems = collect_images(args.image)
+        paths, problems, notes = collect_images(args.image)
     except FileNotFoundError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    for line in notes:
+        print(line, file=sys.stderr)
     for problem in problems:
         print(f"skipped {problem['image']}: {problem['error']}", file=sys.stderr)
     if note:

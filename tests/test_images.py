@@ -5,7 +5,7 @@ import torch
 from PIL import Image
 
 from wwbl.errors import ImageLoadError
-from wwbl.images import as_tensor01, load_image, resize_heatmap, to_tensor01
+from wwbl.images import as_tensor01, load_image, resize_heatmap, to_tensor01, working_copy, working_size
 
 
 def test_grayscale_becomes_rgb(tmp_path):
@@ -115,3 +115,69 @@ def test_resize_heatmap_keeps_constant_maps_and_shape():
     maps = torch.full((2, 4, 6), 0.25)
     out = resize_heatmap(maps, (9, 13), align_corners=False)
     assert out.shape == (2, 9, 13) and torch.allclose(out, torch.full_like(out, 0.25))
+
+
+def _png(width: int, height: int, extra_chunks: bytes = b"", pixels: bool = True) -> bytes:
+    """A minimal 8-bit RGB PNG written by hand (so its chunks can be anything), extra chunks before IDAT."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    rows = b"".join(b"\x00" + b"\x80" * (3 * width) for _ in range(height)) if pixels else b""
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + extra_chunks + chunk(b"IDAT", zlib.compress(rows))
+            + chunk(b"IEND", b""))
+
+
+@pytest.mark.parametrize("kind, payload_head", [(b"iCCP", b"profile\x00\x00"), (b"zTXt", b"Comment\x00\x00")])
+def test_png_chunk_decompression_bombs_are_named_load_errors(tmp_path, kind, payload_head):
+    import struct
+    import zlib
+
+    inflating = zlib.compress(b"\x00" * 30_000_000, 9)  # 30 MB from ~30 kB: past PIL's chunk limits
+    data = payload_head + inflating
+    chunk = struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    path = tmp_path / "bomb.png"
+    path.write_bytes(_png(4, 4, chunk))
+    with pytest.raises(ImageLoadError, match="bomb.png.*too large"):
+        load_image(path)
+
+
+def test_a_pixel_count_bomb_is_a_named_load_error(tmp_path):
+    path = tmp_path / "huge.png"
+    path.write_bytes(_png(20_000, 20_000, pixels=False))  # 400 MP declared: more than twice PIL's limit
+    with pytest.raises(ImageLoadError, match="huge.png"):
+        load_image(path)
+
+
+@pytest.mark.parametrize("mode", ["1", "L", "P", "PA", "LA", "La", "RGBa", "CMYK", "YCbCr", "I", "F", "I;16",
+                                  "I;16B", "RGBX", "HSV"])
+def test_every_pil_mode_becomes_rgb(mode):
+    image = Image.new(mode, (5, 4))
+    tensor = to_tensor01(image)
+    assert tensor.shape == (3, 4, 5) and 0 <= tensor.min() and tensor.max() <= 1
+
+
+def test_premultiplied_alpha_is_composited_on_white():
+    image = Image.new("La", (3, 3), (0, 0))  # black, fully transparent
+    assert to_tensor01(image).min() == 1.0
+
+
+@pytest.mark.parametrize("size, max_side, expected", [
+    ((3200, 1000), 1600, (1600, 500)),  # longer side to max_side, aspect kept
+    ((1000, 3200), 1600, (500, 1600)),
+    ((100_000, 2), 1600, (1600, 2)),  # the short side would round to 0: kept at 2 pixels
+    ((1600, 1200), 1600, (1600, 1200)),  # fits: unchanged
+    ((9000, 12000), None, (9000, 12000)),  # no cap
+])
+def test_working_size(size, max_side, expected):
+    assert working_size(size, max_side) == expected
+
+
+def test_working_copy_downscales_only_what_is_too_large():
+    small = Image.new("RGB", (40, 30))
+    assert working_copy(small, 64) is small
+    assert working_copy(Image.new("RGB", (128, 32), (10, 200, 30)), 64).size == (64, 16)
+    assert np.asarray(working_copy(Image.new("RGB", (128, 32), (10, 200, 30)), 64))[8, 32].tolist() == [10, 200, 30]

@@ -181,3 +181,162 @@ def test_unique_stems_never_collide(infer):
     paths = [Path("d/a.png"), Path("d/a.jpg"), Path("d/a_1.png"), Path("e/a.png")]
     stems = infer.unique_stems(paths)
     assert stems[0] == "a" and len(set(stems)) == 4
+
+
+def _save(path, size=(32, 24), value=90):
+    Image.fromarray(np.full((size[1], size[0], 3), value, np.uint8)).save(path)
+    return path
+
+
+def _written(out):
+    return sorted(p.name for p in out.glob("*.json") if p.name not in ("failures.json", "coco_results.json"))
+
+
+def test_awkward_file_names(infer, assets, tmp_path):
+    """Superscript digits are no number (str.isdigit() says they are); names near the 255-byte limit,
+    in ASCII or in 4-byte characters, get outputs whose names all fit."""
+    images = tmp_path / "in"
+    images.mkdir()
+    names = ["²³.png", "0042.png", "n" * 250 + ".png", "😀" * 62 + ".png"]  # the last is 252 bytes
+    for name in names:
+        _save(images / name)
+    out = tmp_path / "out"
+    assert infer.main(["--image", str(images), "--phrase", "a dog"] + common(assets, out)) == 0
+    written = _written(out)
+    assert len(written) == 4 and all(len(p.name.encode()) <= 255 for p in out.iterdir())
+    ids = {c["image_id"] for c in json.loads((out / "coco_results.json").read_text())}
+    assert {"²³", 42} <= ids  # every WSG image has a box (min-max normalised maps); "²³" stays a string
+    assert infer.unique_stems([Path("²³.png")]) == ["²³"]
+    from wwbl.inference.coco_results import CocoIds
+
+    assert CocoIds().image_id("²³.png") == "²³" and CocoIds().image_id("0042.png") == 42
+
+
+def test_links_globs_and_folders_lose_nothing_and_repeat_nothing(infer, assets, tmp_path, capsys):
+    root = tmp_path / "root"
+    (root / "sub").mkdir(parents=True)
+    _save(root / "a.png")
+    _save(root / "sub" / "b.png")
+    (root / "notes.txt").write_text("not an image")
+    (root / "sub" / "gone.png").symlink_to(root / "missing.png")
+    os.mkfifo(root / "sub" / "pipe.png")
+    (tmp_path / "linked").symlink_to(root, target_is_directory=True)
+    out = tmp_path / "out"
+    argv = ["--image", str(tmp_path / "linked"), "--image", str(root / "**" / "*.png"), "--phrase", "a dog"]
+    assert infer.main(argv + common(assets, out)) == 1
+    assert _written(out) == ["a.json", "b.json"]  # a.png through the link and the glob: once
+    failed = sorted(Path(f["image"]).name for f in json.loads((out / "failures.json").read_text()))
+    assert failed == ["gone.png", "pipe.png"]
+    err = capsys.readouterr().err
+    assert "1 file(s) without an image suffix not taken (e.g. notes.txt)" in err
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads folders whatever their permissions")
+def test_an_unreadable_folder_is_reported(infer, assets, tmp_path):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    _save(locked / "a.png")
+    locked.chmod(0)
+    try:
+        out = tmp_path / "out"
+        assert infer.main(["--image", str(locked), "--phrase", "a dog"] + common(assets, out)) == 1
+        assert "cannot list the folder" in (out / "failures.json").read_text()
+    finally:
+        locked.chmod(0o755)
+
+
+def test_a_folder_that_cannot_be_listed_is_reported_not_raised(infer, tmp_path, monkeypatch):
+    """The same path as above for any user (root included): listing fails with PermissionError."""
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    original = Path.iterdir
+
+    def iterdir(self):
+        if self == locked:
+            raise PermissionError(13, "Permission denied", str(self))
+        return original(self)
+
+    monkeypatch.setattr(Path, "iterdir", iterdir)
+    paths, problems, _ = infer.collect_images([str(locked)])
+    assert paths == [] and problems == [{"image": str(locked), "error": "cannot list the folder: Permission denied"}]
+
+
+def _contents(out):
+    """Every file in ``out`` and its bytes."""
+    return {p.name: p.read_bytes() for p in out.iterdir()}
+
+
+def test_resume_recomputes_only_what_is_missing_and_ends_with_the_same_files(infer, assets, tmp_path,
+                                                                           monkeypatch):
+    import wwbl.inference.batch as batch
+
+    images = tmp_path / "in"
+    images.mkdir()
+    for k, name in enumerate(["a.png", "b.png", "c.png"]):
+        Image.fromarray(np.random.default_rng(k).integers(0, 255, (30, 40, 3), dtype=np.uint8)).save(images / name)
+    (images / "broken.png").write_bytes(b"not a png")
+    seen = []
+    run_images = batch.run_images
+    monkeypatch.setattr(batch, "run_images", lambda model, imgs, args: seen.extend(imgs) or run_images(model, imgs,
+                                                                                                       args))
+    out = tmp_path / "out"
+    argv = ["--image", str(images), "--phrase", "a dog", "--phrase", "a cat"] + common(assets, out)
+    torch.manual_seed(0)  # the assets' CLIP is random: built the same in every run
+    assert infer.main(argv) == 1  # broken.png fails
+    assert len(seen) == 3
+    first = _contents(out)
+    for name in ["b.json", "b_overlay.png", "b_heatmaps.npy", "b_heatmap_0.png", "b_heatmap_1.png",
+                 "coco_results.json", "failures.json"]:
+        (out / name).unlink()  # b's outputs gone and the run's files not yet written: as if killed
+    (out / "c_heatmap_1.png").unlink()  # c's outputs incomplete: redone too
+    seen.clear()
+    torch.manual_seed(0)
+    assert infer.main(argv + ["--resume"]) == 1
+    assert len(seen) == 2  # b and c, not a
+    assert _contents(out) == first
+    seen.clear()
+    assert infer.main(argv + ["--resume"]) == 1 and seen == []  # nothing left to do; the same files again
+    assert _contents(out) == first
+
+
+def test_a_large_image_is_answered_in_its_own_frame(infer, assets, tmp_path):
+    rng = np.random.default_rng(1)
+    Image.fromarray(rng.integers(0, 255, (200, 600, 3), dtype=np.uint8)).save(tmp_path / "wide.png")
+    out = tmp_path / "out"
+    argv = ["--image", str(tmp_path / "wide.png"), "--phrase", "a dog", "--max-side", "64"] + common(assets, out)
+    assert infer.main(argv) == 0
+    check_outputs(out, {"wide": (200, 600)})
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--max-side", "0"], "--max-side: must be at least 1"),
+    (["--max-side", "big"], "--max-side: expected a whole number"),
+    (["--batch-size", "-1"], "--batch-size: must be at least 1"),
+    (["--num-beams", "0"], "--num-beams: must be at least 1"),
+    (["--device", ""], "unknown device ''"),
+    (["--device", "cuda:x"], "unknown device"),
+])
+def test_bad_options_are_one_line_parse_errors(infer, tmp_path, capsys, flags, message):
+    with pytest.raises(SystemExit) as exit_:
+        infer.parse_args(["--image", "x.png", "--out", str(tmp_path)] + flags)
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and err.count("\n") == 1 and message in err, err
+
+
+def test_out_naming_a_file_is_a_parse_error(infer, tmp_path, capsys):
+    (tmp_path / "taken").write_text("x")
+    with pytest.raises(SystemExit):
+        infer.parse_args(["--image", "x.png", "--out", str(tmp_path / "taken")])
+    assert "is a file, not a folder" in capsys.readouterr().err
+    assert infer.parse_args(["--image", "x.png", "--max-side", "none"]).max_side is None
+
+
+def test_mps_on_a_machine_without_it_is_one_line(infer, assets, tmp_path, capsys):
+    import torch as torch_
+
+    if getattr(torch_.backends, "mps", None) is not None and torch_.backends.mps.is_available():
+        pytest.skip("this machine has MPS")
+    argv = ["--image", str(assets / "images" / "0001.png"), "--phrase", "x", "--device", "mps"]
+    assert infer.main(argv + common(assets, tmp_path)) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: device 'mps' is not available") and "\n" not in err

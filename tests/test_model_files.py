@@ -383,3 +383,30 @@ def test_resume_checkpoint_is_checked_against_the_model(tmp_path):
 def test_clip_weights_file_for_an_unknown_model(clip_dir):
     _expect(ValueError, lambda: FrozenCLIP("no-such-clip", checkpoint=clip_dir / "open_clip_model.safetensors"),
             "open_clip_model.safetensors", "unknown open_clip model 'no-such-clip'")
+
+
+# -- infer.py on each damaged model: exit status 2, one line naming the file ----------------------
+def _models_copy(tmp_path: Path) -> Path:
+    """Copies of the shipped g, its CLIP and BLIP side by side (g's config names ../shapes_clip)."""
+    for name in ("shapes_g", "shapes_clip", "shapes_blip"):
+        shutil.copytree(SHIPPED / name, tmp_path / name)
+    return tmp_path
+
+
+@pytest.mark.parametrize("damaged, edit, problem", [
+    ("shapes_clip/open_clip_model.safetensors", _truncate, "corrupt or truncated"),
+    ("shapes_clip/open_clip_config.json", lambda p: _edit_json(p, lambda c: c["model_cfg"].pop("embed_dim")),
+     "'model_cfg' lacks ['embed_dim']"),
+    ("shapes_blip/model.safetensors", _random_bytes, "corrupt or truncated"),
+    ("shapes_g/config.json", lambda p: _edit_json(p, _set("kwargs", "text_dim", None)),
+     "kwargs.text_dim must be an integer, not null"),
+])
+def test_infer_on_each_damaged_model_file_exits_2_naming_it(infer, tmp_path, capsys, damaged, edit, problem):
+    models = _models_copy(tmp_path)
+    edit(models / damaged)
+    Image.new("RGB", (32, 32), (200, 30, 30)).save(tmp_path / "red.png")
+    code = infer.main(["--image", str(tmp_path / "red.png"), "--checkpoint", str(models / "shapes_g"),
+                       "--captioner", str(models / "shapes_blip"), "--out", str(tmp_path / "out"), "--quiet"])
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert code == 2 and len(lines) == 1, lines
+    assert Path(damaged).name in lines[0] and problem in lines[0], lines

@@ -36,6 +36,11 @@ def positive_int(text: str) -> int:
     return value
 
 
+def max_side(text: str) -> int | None:
+    """An argparse type: the working resolution, a whole number ≥ 1 of pixels, or ``none`` (no cap)."""
+    return None if text.strip().lower() == "none" else positive_int(text)
+
+
 def unit_float(text: str) -> float:
     """An argparse type: a number in [0, 1] (thresholds and IoUs)."""
     try:
@@ -70,6 +75,14 @@ def output_dir(text: str) -> Path:
 def add_device_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", type=device_name, default=defaults.DEVICE,
                         help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps")
+
+
+def add_max_side_argument(parser: argparse.ArgumentParser) -> None:
+    """``--max-side``: the working resolution (`wwbl.defaults.MAX_SIDE`; read back as ``WWbLModel``'s ``max_side``)."""
+    parser.add_argument("--max-side", type=max_side, default=defaults.MAX_SIDE,
+                        help="working resolution: an image whose longer side is larger is processed on a copy "
+                             "downscaled to this many pixels; boxes and heatmaps are mapped back to the original "
+                             "frame ('none': process every image at full size)")
 
 
 def add_precision_argument(parser: argparse.ArgumentParser) -> None:

@@ -38,3 +38,11 @@ HEATMAP_SOURCES = ("g", "gae", "gem", "clip_surgery", "clip_text_span", "adaptin
 # Devices: "auto" picks cuda, then mps, then cpu; inference precision (torch.autocast dtype).
 DEVICE = "auto"
 PRECISIONS = ("fp32", "bf16", "fp16")
+
+# Working resolution: an image whose longer side exceeds MAX_SIDE pixels is processed on a copy scaled
+# down to it (aspect kept), and its boxes and heatmaps are mapped back to the original frame. No model
+# sees more than this anyway: g and CLIP take 224² inputs, proposals are searched at 224², and BLIP's
+# 384² crops are proposals of at least 10 % of the frame, already ≥ 384² in a 1600 × 1200 copy. So
+# images up to 1600 px (every benchmark: COCO 640, Flickr30k 500, Visual Genome ≤ 1280) are
+# unchanged, while a 12000 × 9000 photo no longer needs gigabytes per full-size intermediate.
+MAX_SIDE = 1600

@@ -5,6 +5,8 @@ RGBA, palette, 16-bit, CMYK, EXIF-rotated) behave like ordinary RGB photos.
 """
 from __future__ import annotations
 
+import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -16,42 +18,72 @@ from torch import Tensor
 from wwbl.errors import ImageLoadError
 
 MIN_SIDE = 2
-MAX_PIXELS = 20_000 * 20_000
 
 
-def load_image(path: str | Path) -> Image.Image:
+def load_image(path: str | os.PathLike) -> Image.Image:
     """Open an image file as an upright RGB PIL image.
 
     EXIF orientation is applied, alpha is composited on white, 16-bit and float images are
-    rescaled to 8 bits. Raises ImageLoadError (naming the file) for missing, unreadable,
-    degenerate (< 2 px) or decompression-bomb-sized images.
+    rescaled to 8 bits. Raises ImageLoadError (naming the file) for missing, unreadable or
+    degenerate (< 2 px) images, and for decompression bombs: more pixels than PIL's limit
+    (2 × ``PIL.Image.MAX_IMAGE_PIXELS``, about 179 million) or PNG text / ICC chunks that inflate
+    past PIL's chunk limits.
     """
     path = Path(path)
     if not path.is_file():
         raise ImageLoadError(f"image file not found: {path}")
     try:
-        with Image.open(path) as img:
-            if img.width * img.height > MAX_PIXELS:
-                raise ImageLoadError(f"{path}: {img.width}×{img.height} exceeds the {MAX_PIXELS} pixel limit")
-            img.load()
-            return to_rgb(ImageOps.exif_transpose(img), name=str(path))
-    except (UnidentifiedImageError, OSError, SyntaxError, Image.DecompressionBombError) as err:
+        with warnings.catch_warnings():
+            # PIL warns from half its limit on; those images are loaded (and worked on downscaled, see
+            # working_copy), so the warning would only be noise; above the limit PIL raises.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                img.load()
+                return to_rgb(ImageOps.exif_transpose(img), name=str(path))
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
+        # ValueError: PIL's "Decompressed data too large" for PNG iCCP / zTXt / iTXt chunks
         raise ImageLoadError(f"cannot read image {path}: {err}") from err
 
 
+# PIL modes that only convert to RGB through another mode (premultiplied alpha, palette with alpha).
+_VIA_MODE = {"La": "LA", "RGBa": "RGBA", "PA": "RGBA", "P": "RGBA"}
+
+
 def to_rgb(img: Image.Image, name: str = "image") -> Image.Image:
-    """Convert any PIL mode to 8-bit RGB (alpha composited on white)."""
+    """Convert any PIL mode to 8-bit RGB (alpha composited on white); ImageLoadError for a mode PIL
+    cannot convert."""
     if min(img.size) < MIN_SIDE:
         raise ImageLoadError(f"{name}: {img.width}×{img.height} is too small to localise anything")
-    if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        img = _rescale_to_8bit(img)
-    if img.mode == "P":
-        img = img.convert("RGBA")
-    if img.mode in ("RGBA", "LA"):
-        background = Image.new("RGB", img.size, (255, 255, 255))
-        background.paste(img.convert("RGBA"), mask=img.convert("RGBA").getchannel("A"))
-        return background
-    return img.convert("RGB")
+    try:
+        if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+            img = _rescale_to_8bit(img)
+        if img.mode in _VIA_MODE:
+            img = img.convert(_VIA_MODE[img.mode])
+        if img.mode in ("RGBA", "LA"):
+            rgba = img.convert("RGBA")
+            background = Image.new("RGB", img.size, (255, 255, 255))
+            background.paste(rgba, mask=rgba.getchannel("A"))
+            return background
+        return img.convert("RGB")
+    except ValueError as err:  # e.g. "conversion from X to RGB not supported"
+        raise ImageLoadError(f"{name}: PIL mode {img.mode!r} cannot be converted to RGB ({err})") from err
+
+
+def working_size(size: tuple[int, int], max_side: int | None) -> tuple[int, int]:
+    """``(width, height)`` of the working copy of an image of ``size``: scaled (aspect kept) so that
+    its longer side is ``max_side``, each side at least `MIN_SIDE`; ``size`` itself when it already
+    fits or ``max_side`` is None."""
+    width, height = size
+    if max_side is None or max(width, height) <= max_side:
+        return size
+    scale = max_side / max(width, height)
+    return max(MIN_SIDE, round(width * scale)), max(MIN_SIDE, round(height * scale))
+
+
+def working_copy(img: Image.Image, max_side: int | None) -> Image.Image:
+    """``img`` downscaled to its `working_size` (antialiased), or ``img`` itself when it fits."""
+    size = working_size(img.size, max_side)
+    return img if size == img.size else img.resize(size, Image.BILINEAR, reducing_gap=3.0)
 
 
 def _rescale_to_8bit(img: Image.Image) -> Image.Image:
@@ -95,6 +127,8 @@ def to_tensor01(image: Image.Image | np.ndarray | Tensor) -> Tensor:
     if isinstance(image, Image.Image):
         image = np.asarray(to_rgb(image))
     if isinstance(image, np.ndarray):
+        if image.dtype == np.object_ or image.dtype.kind in "USV":
+            raise ImageLoadError(f"unsupported image dtype {image.dtype}")
         if image.ndim == 2:
             image = image[..., None]
         if image.ndim != 3 or image.shape[-1] not in (1, 3, 4):
@@ -120,9 +154,9 @@ def to_tensor01(image: Image.Image | np.ndarray | Tensor) -> Tensor:
     return image.clamp(0.0, 1.0).contiguous()
 
 
-def as_tensor01(image: str | Path | Image.Image | np.ndarray | Tensor) -> Tensor:
+def as_tensor01(image: str | os.PathLike | Image.Image | np.ndarray | Tensor) -> Tensor:
     """Any supported image input (path, PIL, array, tensor) -> 3×H×W float tensor in [0, 1]."""
-    if isinstance(image, (str, Path)):
+    if isinstance(image, (str, os.PathLike)):
         image = load_image(image)
     return to_tensor01(image)
 

@@ -10,7 +10,16 @@ from PIL import Image, ImageDraw, ImageFont
 
 from wwbl.boxes import Detections
 from wwbl.inference.outputs import write_image_outputs
-from wwbl.inference.pictures import PALETTE, fit_text, overlay, phrase_colours, place_labels, text_colour
+from wwbl.inference.pictures import (
+    MAX_OVERLAY_PIXELS,
+    PALETTE,
+    display_size,
+    fit_text,
+    overlay,
+    phrase_colours,
+    place_labels,
+    text_colour,
+)
 from wwbl.inference.results import GroundingResult
 
 GRAY = 100
@@ -148,3 +157,42 @@ def test_one_png_per_phrase_of_the_display_size_named_in_the_json(tmp_path, widt
         colour = PALETTE[0] if phrases[k] == "a dog" else PALETTE[1]
         assert pixels[hot[1], hot[0]].tolist() == pytest.approx([GRAY * 0.55 + c * 0.45 for c in colour], abs=1)
         assert pixels[cold[1], cold[0]].tolist() == [GRAY] * 3   # other phrases' heat is not shown
+
+
+@pytest.mark.parametrize("size", [(2, 4000), (16, 16000), (12000, 9000), (100_000, 2)])
+def test_no_overlay_exceeds_the_pixel_cap(size):
+    width, height = display_size(size, 512)
+    assert width * height <= MAX_OVERLAY_PIXELS and width >= 1 and height >= 1
+    # the aspect ratio is kept to a pixel
+    assert abs(width * size[1] - height * size[0]) <= max(size)
+    assert width * height <= Image.MAX_IMAGE_PIXELS  # PIL reads it back without a bomb warning
+
+
+def test_display_size_by_hand():
+    assert display_size((2, 4000), 512) == (44, 89442)  # enlarged ×sqrt(4e6 / 8000) = ×22.36, rounded down
+    assert display_size((12000, 9000), 512) == (2309, 1732)  # shown at ×0.19245
+    assert display_size((64, 32), 512) == (1024, 512)  # small ones are only enlarged
+
+
+def test_a_thin_overlay_is_written_readable_and_boxes_follow_the_frame(tmp_path):
+    heat = torch.zeros(1, 4000, 2)
+    heat[0, :2000] = 1
+    detections = Detections(torch.tensor([[0.0, 0, 2, 2000]]), torch.tensor([0.8]), ["a pole"])
+    result = GroundingResult((4000, 2), ["a pole"], heat, detections)
+    write_image_outputs(tmp_path, "pole", gray_image(2, 4000), result, "pole.png")
+    with Image.open(tmp_path / "pole_overlay.png") as picture:
+        picture.load()
+        assert picture.size == display_size((2, 4000), 512)
+        assert picture.size[0] * picture.size[1] <= MAX_OVERLAY_PIXELS
+
+
+def test_an_overlay_drawn_on_a_downscaled_copy_puts_boxes_in_the_same_place():
+    heat = torch.zeros(1, 400, 600)
+    detections = Detections(torch.tensor([[300.0, 200, 600, 400]]), torch.tensor([0.5]), ["x"])
+    result = GroundingResult((400, 600), ["x"], heat, detections)
+    full = np.asarray(overlay(gray_image(600, 400), result, min_side=1))
+    half = np.asarray(overlay(gray_image(300, 200), result, min_side=1))  # the same image at half size
+    assert full.shape == (400, 600, 3) and half.shape == (200, 300, 3)
+    outline = PALETTE[0]
+    # the box's left edge: column 300 of the full picture, column 150 of the half one
+    assert full[300, 300].tolist() == list(outline) and half[150, 150].tolist() == list(outline)

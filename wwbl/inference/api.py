@@ -1,25 +1,30 @@
 """The Python facade: ``model = wwbl.load(checkpoint)``; ``model.ground(image, phrases)``; ``model.detect(image)``.
 
-Images may be file paths, PIL images, ``H×W×C`` arrays or ``3×H×W`` [0, 1] tensors. BLIP is only
-loaded on the first :meth:`WWbLModel.detect`, so grounding works without captioner weights.
+Images may be file paths, PIL images (any mode), ``H×W``/``H×W×C`` arrays or ``C×H×W`` tensors
+(:func:`wwbl.images.to_tensor01` says which dtypes); anything else is an ImageLoadError. Images larger
+than the working resolution (``max_side``) are processed downscaled and their results mapped back to
+the original frame. BLIP is only loaded on the first :meth:`WWbLModel.detect`, so grounding works
+without captioner weights.
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
+from PIL import Image
 
 from wwbl.box_rules import BoxRule
 from wwbl.clip import ClipSpec
 from wwbl.export import read_export_config
 from wwbl.extractors.base import HeatmapExtractor, build_extractor
-from wwbl.defaults import DEFAULT_CAPTIONER
+from wwbl.defaults import DEFAULT_CAPTIONER, MAX_SIDE
+from wwbl.images import working_copy
 from wwbl.inference.captioner import BlipCaptioner
 from wwbl.inference.options import WWbLOptions
-from wwbl.inference.pipeline import GroundingPipeline, IterativeWWbL, WWbLPipeline
-from wwbl.inference.results import DetectionResult, GroundingResult, IterativeResult
+from wwbl.inference.pipeline import GroundingPipeline, IterativeWWbL, WWbLPipeline, as_pil
+from wwbl.inference.results import DetectionResult, GroundingResult, IterativeResult, in_frame
 from wwbl.inference.scoring import Scoring
 
 
@@ -29,12 +34,18 @@ class WWbLModel:
     ``boxes`` is the heatmap → boxes rule of grounding and detection; ``options`` the WWbL pipeline's
     proposals, caption decoding (applied when the captioner is loaded from an id or folder) and
     clustering; ``scoring`` the boxes' detection confidence threshold and top-k
-    (:mod:`wwbl.inference.scoring`; ``None``: the rule's own scores, nothing dropped).
+    (:mod:`wwbl.inference.scoring`; ``None``: the rule's own scores, nothing dropped); ``max_side`` the
+    working resolution (`wwbl.defaults.MAX_SIDE`; ``None``: none): an image whose longer side is larger
+    is processed on a copy downscaled to it, and its boxes (absolute ``xyxy``) and heatmaps are returned
+    in the original image's frame.
     """
 
     def __init__(self, heatmaps: HeatmapExtractor, captioner: BlipCaptioner | str = DEFAULT_CAPTIONER,
                  boxes: BoxRule | None = None, options: WWbLOptions | None = None,
-                 scoring: Scoring | None = Scoring()) -> None:
+                 scoring: Scoring | None = Scoring(), max_side: int | None = MAX_SIDE) -> None:
+        if max_side is not None and (isinstance(max_side, bool) or not isinstance(max_side, int) or max_side < 1):
+            raise ValueError(f"max_side must be a positive whole number of pixels or None, got {max_side!r}")
+        self.max_side = max_side
         self.heatmaps = heatmaps
         self.boxes = boxes or BoxRule()
         self.options = options or WWbLOptions()
@@ -63,21 +74,31 @@ class WWbLModel:
 
     def ground(self, image: Any, phrases: str | Sequence[str]) -> GroundingResult:
         """WSG: heatmaps and boxes of ``phrases`` (one string or several) in ``image``."""
-        return self.grounding([image], [phrases])[0]
+        return self.ground_batch([image], [phrases])[0]
 
     def ground_batch(self, images: Sequence[Any], phrases: Sequence[str | Sequence[str]]) -> list[GroundingResult]:
-        return self.grounding(images, phrases)
+        if len(images) != len(phrases):
+            raise ValueError(f"{len(images)} images but {len(phrases)} phrase lists")
+        return self._at_working_size(lambda work: self.grounding(work, phrases), images)
 
     def detect(self, image: Any) -> DetectionResult:
         """WWbL: what is where in ``image``, from the image alone (Algorithm 1)."""
-        return self.wwbl([image])[0]
+        return self.detect_batch([image])[0]
 
     def detect_batch(self, images: Sequence[Any]) -> list[DetectionResult]:
-        return self.wwbl(images)
+        return self._at_working_size(self.wwbl, images)
 
     def detect_iterative(self, images: Sequence[Any], **options: Any) -> list[IterativeResult]:
         """The selective-search-free variant (Appendix A); options as :class:`IterativeWWbL`."""
-        return IterativeWWbL(self.heatmaps, self.captioner, **options)(images)
+        return self._at_working_size(IterativeWWbL(self.heatmaps, self.captioner, **options), images)
+
+    def _at_working_size(self, run: Callable[[list[Image.Image]], list], images: Sequence[Any]) -> list:
+        """``run`` on the images' working copies (`max_side`), its results mapped to the original frames."""
+        pictures = [as_pil(image) for image in images]
+        sizes = [(picture.height, picture.width) for picture in pictures]
+        work = [working_copy(picture, self.max_side) for picture in pictures]
+        del pictures  # the full-size copies are not needed while the models run
+        return [in_frame(result, size) for result, size in zip(run(work), sizes)]
 
 
 def _build_clip(clip: Any, clip_pretrained: str | None, clip_checkpoint: str | None, device: str | torch.device):
@@ -107,7 +128,8 @@ def _clip_for_export(checkpoint: str, clip: Any, clip_pretrained: str | None, cl
 def load(checkpoint: str | Path | None = None, clip: Any = None, clip_pretrained: str | None = None,
          clip_checkpoint: str | None = None, captioner: BlipCaptioner | str = DEFAULT_CAPTIONER, method: str = "g",
          device: str | torch.device = "cpu", boxes: BoxRule | None = None, options: WWbLOptions | None = None,
-         scoring: Scoring | None = Scoring(), **extractor_options: Any) -> WWbLModel:
+         scoring: Scoring | None = Scoring(), max_side: int | None = MAX_SIDE,
+         **extractor_options: Any) -> WWbLModel:
     """Build a :class:`WWbLModel`.
 
     Args:
@@ -122,6 +144,9 @@ def load(checkpoint: str | Path | None = None, clip: Any = None, clip_pretrained
         options: the WWbL pipeline's proposals, caption decoding and clustering (default: the paper's).
         scoring: which boxes to keep by detection confidence, e.g. ``Scoring(threshold=0.5, top_k=3)``
             (default: all, each scored by its confidence; ``None``: the box rule's own scores).
+        max_side: the working resolution (default `wwbl.defaults.MAX_SIDE`, 1600; ``None``: none): larger
+            images are processed downscaled so that their longer side is ``max_side``, and results are
+            mapped back to the original frame.
         extractor_options: passed to the extractor (e.g. ``text_prefix``, ``images_per_batch``).
     """
     if method == "g":
@@ -134,4 +159,4 @@ def load(checkpoint: str | Path | None = None, clip: Any = None, clip_pretrained
         extractor = build_extractor(method, clip=_build_clip(clip, clip_pretrained, clip_checkpoint, device),
                                     **extractor_options)
     extractor = extractor.to(device)
-    return WWbLModel(extractor, captioner, boxes, options, scoring)
+    return WWbLModel(extractor, captioner, boxes, options, scoring, max_side)

@@ -14,7 +14,7 @@ Numbering follows a COCO ground-truth file when one is given (`CocoIds.from_grou
   is in ``params.catIds``, so scoring them class-agnostically needs ``params.useCats = 0`` and
   ``params.catIds = gt.getCatIds() + [PHRASE_CATEGORY_ID]``.
 
-Without a GT file, ``image_id`` is the file stem as an integer when it is all digits (COCO's own
+Without a GT file, ``image_id`` is the file stem as an integer when it is all ASCII digits (COCO's own
 ``000000139.jpg`` → 139), else the stem itself; every box has the ``"phrase"`` category.
 Every record keeps its phrase in an extra ``"phrase"`` field; ``bbox`` is ``[x, y, w, h]`` in pixels.
 """
@@ -26,7 +26,9 @@ from collections.abc import Mapping
 from pathlib import Path, PurePath
 from typing import Any
 
-from wwbl.boxes import to_coco_xywh
+import torch
+
+from wwbl.boxes import Detections, to_coco_xywh
 from wwbl.errors import AnnotationError, MissingResourceError
 from wwbl.inference.outputs import write_text_atomic
 from wwbl.inference.results import GroundingResult
@@ -34,6 +36,7 @@ from wwbl.inference.results import GroundingResult
 PHRASE_CATEGORY_ID = 0
 PHRASE_CATEGORY_NAME = "phrase"
 _ARTICLE = re.compile(r"^(a|an|the)\s+")
+_ASCII_DIGITS = re.compile(r"[0-9]+")  # str.isdigit() also accepts "²³", which int() refuses
 
 
 def category_key(name: str) -> str:
@@ -77,7 +80,7 @@ class CocoIds:
         path = PurePath(str(image).replace("\\", "/"))
         if not self.has_images:
             stem = stem or path.stem
-            return int(stem) if stem.isdigit() else stem
+            return int(stem) if _ASCII_DIGITS.fullmatch(stem) else stem
         same_name = self._images.get(path.name, [])
         candidates = [c for c in same_name if len(same_name) == 1 or path.parts[-len(c[0].parts):] == c[0].parts]
         if len(candidates) != 1:
@@ -91,12 +94,27 @@ class CocoIds:
 
 def coco_records(result: GroundingResult, image_id: int | str, ids: CocoIds | None = None) -> list[dict[str, Any]]:
     """COCO detection-results entries of one image (``bbox`` = ``[x, y, w, h]``, the phrase kept)."""
+    return detection_records(result.detections, image_id, ids)
+
+
+def detection_records(detections: Detections, image_id: int | str, ids: CocoIds | None = None) -> list[dict[str, Any]]:
+    """COCO detection-results entries of one image's detections."""
     ids = ids or CocoIds()
-    phrases = result.detections.phrases or [""] * len(result.detections)
-    boxes = to_coco_xywh(result.detections.boxes).tolist()
+    phrases = detections.phrases or [""] * len(detections)
+    boxes = to_coco_xywh(detections.boxes).tolist()
     return [{"image_id": image_id, "category_id": ids.category_id(phrase), "bbox": [round(v, 2) for v in box],
              "score": round(score, 5), "phrase": phrase}
-            for box, score, phrase in zip(boxes, result.detections.scores.tolist(), phrases)]
+            for box, score, phrase in zip(boxes, detections.scores.tolist(), phrases)]
+
+
+def record_coco_records(record: Mapping[str, Any], image_id: int | str, ids: CocoIds | None = None) -> list[dict]:
+    """COCO entries of an image from its written JSON record (``infer.py``'s ``<name>.json``): what its
+    ``detections`` hold, so a run and a resumed run give the same entries."""
+    entries = record["detections"]
+    detections = Detections(torch.tensor([d["box"] for d in entries], dtype=torch.float32).reshape(-1, 4),
+                            torch.tensor([d["score"] for d in entries], dtype=torch.float32),
+                            [d.get("phrase", "") for d in entries])
+    return detection_records(detections, image_id, ids)
 
 
 def write_coco_results(path: Path, records: list[dict[str, Any]]) -> None:

@@ -31,10 +31,20 @@ def phrase_colours(phrases: Sequence[str]) -> dict[str, Colour]:
     return {phrase: PALETTE[i % len(PALETTE)] for i, phrase in enumerate(distinct)}
 
 
-def display_size(size: tuple[int, int], min_side: int) -> tuple[int, int]:
-    """``(width, height)`` enlarged so that the short side has at least ``min_side`` pixels (labels need room)."""
+# Most pixels an overlay picture has (4 MP, e.g. 2309×1732 for a 4:3 photo): large images are shown
+# downscaled, and the enlargement of thin ones stops here (2×4000 → 45×89443, not 512×1024000, which
+# would exceed PIL's decompression-bomb limit and be unreadable).
+MAX_OVERLAY_PIXELS = 4_000_000
+
+
+def display_size(size: tuple[int, int], min_side: int, max_pixels: int = MAX_OVERLAY_PIXELS) -> tuple[int, int]:
+    """``(width, height)`` enlarged so that the short side has at least ``min_side`` pixels (labels need room),
+    then, aspect kept, reduced to at most ``max_pixels`` pixels (up to rounding; each side at least 1)."""
     scale = max(1.0, min_side / min(size))
-    return (round(size[0] * scale), round(size[1] * scale)) if scale > 1 else size
+    cap = (max_pixels / (size[0] * size[1])) ** 0.5
+    if scale <= cap:
+        return (round(size[0] * scale), round(size[1] * scale)) if scale > 1 else size
+    return max(1, int(size[0] * cap)), max(1, int(size[1] * cap))  # rounded down: the cap holds
 
 
 def tint(base: Image.Image, heatmaps: torch.Tensor, colours: Sequence[Colour], alpha: float) -> Image.Image:
@@ -130,7 +140,9 @@ def overlay(image: Image.Image, result: GroundingResult, alpha: float = 0.45, mi
     """The image with each phrase's heat tinted and its boxes labelled in the phrase's colour.
 
     Small images are enlarged (nearest neighbour, display only) so that at least ``min_side`` pixels
-    are available for readable labels; boxes are scaled with them. A phrase without a box is named in
+    are available for readable labels, and no picture exceeds `MAX_OVERLAY_PIXELS` (larger images are
+    shown downscaled); boxes are scaled with them. ``image`` may be a copy of the result's image at
+    another size (the same aspect), e.g. one already downscaled for display. A phrase without a box is named in
     the bottom-left corner. ``only=k`` shows phrase ``k`` alone.
     """
     colour_of = phrase_colours(result.phrases)
@@ -138,16 +150,18 @@ def overlay(image: Image.Image, result: GroundingResult, alpha: float = 0.45, mi
     shown = {result.phrases[k] for k in keep}
     base = image.convert("RGB")
     size = display_size(base.size, min_side)
-    scale = size[0] / base.width
+    height, width = result.image_size  # the boxes' frame; ``image`` may be a downscaled copy of it
+    scale_x, scale_y = size[0] / width, size[1] / height
     if size != base.size:
-        base = base.resize(size, Image.NEAREST)
+        enlarging = size[0] * size[1] > base.width * base.height
+        base = base.resize(size, Image.NEAREST if enlarging else Image.BILINEAR, reducing_gap=None if enlarging else 3.0)
     picture = tint(base, result.heatmaps[list(keep)], [colour_of[result.phrases[k]] for k in keep], alpha)
     phrases = result.detections.phrases or [""] * len(result.detections)
     boxes, labels, colours = [], [], []
     for box, score, phrase in zip(result.detections.boxes.tolist(), result.detections.scores.tolist(), phrases):
         if only is not None and phrase not in shown:
             continue
-        boxes.append(tuple(v * scale for v in box))
+        boxes.append((box[0] * scale_x, box[1] * scale_y, box[2] * scale_x, box[3] * scale_y))
         labels.append(f"{phrase} {score:.2f}".strip())
         colours.append(colour_of.get(phrase, PALETTE[0]))
     boxed = set(phrases)

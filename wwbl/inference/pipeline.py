@@ -30,13 +30,16 @@ TextEncoder = Callable[[Sequence[str]], torch.Tensor]
 
 
 def as_pil(image: object) -> Image.Image:
-    """Any supported image input (path, PIL, H×W×C array, 3×H×W [0,1] tensor) → RGB PIL image."""
+    """Any supported image input (path, PIL, H×W×C array, 3×H×W [0,1] tensor) → RGB PIL image;
+    anything else is an ImageLoadError saying what was expected."""
     if isinstance(image, Image.Image):
         return to_rgb(image)
-    if isinstance(image, (np.ndarray, torch.Tensor)):
-        array = (to_tensor01(image).permute(1, 2, 0).numpy() * 255.0).round().astype(np.uint8)
-        return Image.fromarray(array)
-    return load_image(image)  # a path; raises ImageLoadError naming the file
+    if isinstance(image, (str, os.PathLike)):
+        return load_image(image)  # raises ImageLoadError naming the file
+    if isinstance(image, torch.Tensor):
+        image = image.detach().cpu()  # one that needs grad, or lives on a GPU, is read as its values
+    array = (to_tensor01(image).permute(1, 2, 0).numpy() * 255.0).round().astype(np.uint8)
+    return Image.fromarray(array)
 
 
 def _clean_phrases(phrases: Sequence[str] | str) -> list[str]:

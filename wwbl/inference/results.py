@@ -1,11 +1,12 @@
 """Typed results of grounding (WSG) and of what-is-where (WWbL) inference."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 
-from wwbl.boxes import Detections
+from wwbl.boxes import Detections, denormalize_boxes, normalize_boxes
+from wwbl.images import resize_heatmap
 
 
 @dataclass
@@ -52,3 +53,22 @@ class IterativeResult(GroundingResult):
 
     crop_captions: list[str] = field(default_factory=list)
     confidences: torch.Tensor = field(default_factory=lambda: torch.zeros(0))
+
+
+def in_frame(result: GroundingResult, image_size: tuple[int, int]) -> GroundingResult:
+    """``result`` (computed on a working copy of the image) mapped to the ``(height, width)`` frame of
+    the original: boxes and proposals scaled per axis (a working-frame x lands at ``x · W / w``),
+    heatmaps resized bilinearly (``align_corners=False``, the same pixel-edge convention)."""
+    if tuple(result.image_size) == tuple(image_size):
+        return result
+    work = result.image_size
+
+    def scaled(boxes: torch.Tensor) -> torch.Tensor:
+        return denormalize_boxes(normalize_boxes(boxes, work), image_size)
+
+    changes = {"image_size": tuple(image_size),
+               "heatmaps": resize_heatmap(result.heatmaps, tuple(image_size), align_corners=False),
+               "detections": replace(result.detections, boxes=scaled(result.detections.boxes))}
+    if isinstance(result, DetectionResult):
+        changes["proposals"] = scaled(result.proposals)
+    return replace(result, **changes)
