@@ -13,6 +13,8 @@ from typing import Any
 
 from PIL import Image
 
+from wwbl.cli import add_max_side_argument
+from wwbl.defaults import MAX_SIDE
 from wwbl.export import read_export_config
 from wwbl.extractors import available_extractors
 from wwbl.inference.api import WWbLModel, load
@@ -33,8 +35,9 @@ class Models:
     """One :class:`WWbLModel` per heatmap source, built on first use; BLIP is loaded once and shared."""
 
     def __init__(self, checkpoint: str, clip_checkpoint: str | None, captioner: str,
-                 clip_model: str | None = None, device: str = "cpu") -> None:
+                 clip_model: str | None = None, device: str = "cpu", max_side: int | None = MAX_SIDE) -> None:
         self.checkpoint, self.clip_checkpoint, self.device = checkpoint, clip_checkpoint, device
+        self.max_side = max_side
         # training-free sources run on the CLIP that g was trained against, unless told otherwise
         self.clip_model = clip_model or read_export_config(checkpoint)["clip"]["model"]
         self._captioner: BlipCaptioner | str = captioner
@@ -44,10 +47,10 @@ class Models:
         if method not in self._models:
             if method == "g":
                 model = load(self.checkpoint, clip_checkpoint=self.clip_checkpoint, captioner=self._captioner,
-                             device=self.device)
+                             device=self.device, max_side=self.max_side)
             else:
                 model = load(method=method, clip=self.clip_model, clip_checkpoint=self.clip_checkpoint,
-                             captioner=self._captioner, device=self.device)
+                             captioner=self._captioner, device=self.device, max_side=self.max_side)
             self._models[method] = model
         return self._models[method]
 
@@ -125,6 +128,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--captioner", default="checkpoints/shapes_blip", help="BLIP: local folder or Hugging Face id")
     p.add_argument("--scenes", default="data/shapes_samples", help="folder of example images")
     p.add_argument("--device", default="cpu")
+    add_max_side_argument(p)
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=7860)
     return p.parse_args(argv)
@@ -136,7 +140,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     args = parse_args(argv)
     try:
-        models = Models(args.checkpoint, args.clip_checkpoint, args.captioner, args.clip_model, args.device)
+        models = Models(args.checkpoint, args.clip_checkpoint, args.captioner, args.clip_model, args.device,
+                        args.max_side)
         models.get("g")  # missing or broken model files fail here, before the server starts
     except (FileNotFoundError, ValueError, KeyError) as error:  # MissingResourceError is a FileNotFoundError
         print(f"error: {error} (run from the repository root or pass --checkpoint/--clip-checkpoint)",

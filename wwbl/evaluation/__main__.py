@@ -20,6 +20,7 @@ from wwbl.cli import (
     OneLineParser,
     add_box_rule_arguments,
     add_device_argument,
+    add_max_side_argument,
     add_pipeline_arguments,
     add_score_arguments,
     positive_int,
@@ -85,6 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     wwbl.add_argument("--drop-empty", action="store_true",
                       help="exclude images without predictions (the reference) instead of counting misses")
     add_pipeline_arguments(wwbl)
+    add_max_side_argument(wwbl)
     for p in (wsol, masks):
         p.add_argument("--prompt", default="an image of a {}.",
                        help="text template, {} = class / label; without {} used as is (the WWbL reference "

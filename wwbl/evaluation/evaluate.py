@@ -49,7 +49,7 @@ from wwbl.extractors.base import build_extractor
 from wwbl.extractors.network_g import NetworkGExtractor
 from wwbl.images import load_image, resize_square, to_tensor01
 from wwbl.inference.api import WWbLModel
-from wwbl.defaults import DEFAULT_CAPTIONER
+from wwbl.defaults import DEFAULT_CAPTIONER, MAX_SIDE
 from wwbl.inference.options import WWbLOptions, pipeline_options_from_args
 from wwbl.inference.scoring import Scoring
 from wwbl.metrics import argmax_points
@@ -60,8 +60,8 @@ TASKS = ("wsg", "wwbl", "wsol", "masks")
 _DATASET_TASK = {"wsg": "grounding", "wwbl": "grounding", "wsol": "wsol", "masks": "masks"}
 # Settings that do not change any result (left out of the resume check).
 _VOLATILE = ("out", "limit", "batch_size", "device", "label", "progress")
-# Settings recorded only when set, so runs from before they existed still resume.
-_ONLY_WHEN_SET = ("score_threshold", "top_k")
+# Settings recorded only when not at these values (their defaults), so runs from before they existed still resume.
+_ONLY_WHEN_SET = {"score_threshold": None, "top_k": None, "max_side": MAX_SIDE}
 # WWbL caption settings that leave every caption unchanged (exact): left out of the resume check, also
 # from a run.json written before they were left out.
 _EXACT_CAPTION = ("chunk_size", "share_identical_crops")
@@ -110,6 +110,7 @@ class EvalSettings:
     predictions: str | None = None  # WWbL: JSON-lines predictions instead of running the pipeline
     captioner: str | None = None  # WWbL: BLIP source for the pipeline
     pipeline: WWbLOptions = field(default_factory=WWbLOptions)  # WWbL: proposals, captioning, clustering
+    max_side: int | None = MAX_SIDE  # WWbL: working resolution (larger images are processed downscaled)
     match_prefix: str | None = None  # WWbL: GT text prefix; None = the reference's per dataset
     drop_empty: bool = False  # WWbL: exclude images without predictions (the reference)
     score_threshold: float | None = None  # WSG / WWbL: drop boxes under this detection confidence (None: off)
@@ -146,7 +147,8 @@ class EvalSettings:
     def identity(self) -> dict[str, Any]:
         """The settings a cached record depends on, as they read back from ``run.json`` (JSON types)."""
         return _results_identity(json.loads(json.dumps(
-            {k: v for k, v in asdict(self).items() if k not in _VOLATILE and not (k in _ONLY_WHEN_SET and v is None)})))
+            {k: v for k, v in asdict(self).items()
+             if k not in _VOLATILE and not (k in _ONLY_WHEN_SET and v == _ONLY_WHEN_SET[k])})))
 
     @property
     def scoring(self) -> Scoring | None:
@@ -270,7 +272,7 @@ def _wwbl_predictor(settings: EvalSettings, extractor: Any) -> Callable:
         return lambda units, images: [table.get(u.key, []) for u in units]
     rule = settings.box_rule("wsol" if settings.boxes == "wsol" else "wsg")
     model = WWbLModel(extractor, settings.captioner or DEFAULT_CAPTIONER, boxes=rule, options=settings.pipeline,
-                      scoring=settings.scoring)
+                      scoring=settings.scoring, max_side=settings.max_side)
     return lambda units, images: [prediction_entries(r) for r in model.detect_batch(list(images))]
 
 
@@ -394,7 +396,7 @@ def settings_from_args(args: argparse.Namespace) -> EvalSettings:
                                                      "match_prefix", "drop_empty", "prompt",
                                                      "strict", "closing", "class_prompt", "entity_average",
                                                      "box_resolution", "wsol_iou_area", "score_threshold",
-                                                     "top_k") if hasattr(args, name)}
+                                                     "top_k", "max_side") if hasattr(args, name)}
     if hasattr(args, "first_name_only"):
         extra["all_names"] = not args.first_name_only
     if hasattr(args, "no_classify"):
