@@ -440,3 +440,17 @@ def test_evaluation_score_flags_are_off_by_default_and_reach_the_settings():
     with pytest.raises(SystemExit):
         build_parser().parse_args(["wsol", "--dataset", "cub", "--root", "r", "--out", "o", "--method", "gae",
                                    "--top-k", "2"])
+
+
+def test_working_resolution_is_a_wwbl_flag_and_recorded_only_off_its_default(tmp_path: Path) -> None:
+    from wwbl.defaults import MAX_SIDE
+    from wwbl.evaluation.__main__ import build_parser
+    from wwbl.evaluation.evaluate import settings_from_args
+
+    base = ["wwbl", "--dataset", "flickr30k", "--root", "r", "--out", str(tmp_path), "--method", "gae"]
+    parser = build_parser()
+    default = settings_from_args(parser.parse_args(base))
+    smaller = settings_from_args(parser.parse_args(base + ["--max-side", "800"]))
+    assert default.max_side == MAX_SIDE and smaller.max_side == 800
+    assert "max_side" not in default.identity()  # a run.json from before the knob still resumes
+    assert smaller.identity()["max_side"] == 800  # a different working resolution is a different run
