@@ -180,9 +180,12 @@ def test_mixed_precision_trains_validates_exports_and_resumes(datasets, tmp_path
     runs ``16-mixed`` as bf16-mixed (fp16 AMP is CUDA-only there); the fp16 + GradScaler path is
     the next test."""
     cli = run("coco_wsg.yaml", tmp_path, "--data.root", str(datasets / "coco"),
-              "--data.val_root", str(datasets / "flickr"), "--trainer.precision", precision)
+              "--data.val_root", str(datasets / "flickr"), "--trainer.precision", precision,
+              "--data.pin_memory", "false", "--data.persistent_workers", "false", "--data.prefetch_factor", "3")
     ckpt_path = check_run(cli, ["val/pointing_acc", "val/box_acc"])
     assert cli.trainer.precision == "bf16-mixed"
+    dm = cli.datamodule  # the loader knobs are reachable from the command line
+    assert (dm.pin_memory, dm.persistent_workers, dm.prefetch_factor) == (False, False, 3)
     assert all(p.dtype == torch.float32 for p in cli.model.net.parameters())  # autocast casts no parameter
     export_main(["--ckpt", str(ckpt_path), "--out", str(tmp_path / "export")])
     net, _ = load_grounding_net(str(tmp_path / "export"))

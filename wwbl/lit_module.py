@@ -25,8 +25,8 @@ CLIP is rebuilt from the ``clip_*`` hyper-parameters and is deliberately not a r
 sub-module: checkpoints hold g's weights, the optimiser state, the JSON-able hyper-parameters
 and (under ``"wwbl_export"``) what :mod:`wwbl.export` needs to rebuild g.
 
-Mixed precision (``--trainer.precision bf16-mixed`` / ``16-mixed``; default ``32-true``, the paper's
-fp32). Lightning runs ``training_step`` and ``validation_step`` under ``torch.autocast``; inside it:
+Mixed precision (``--trainer.precision bf16-mixed`` / ``16-mixed``; the default is ``32-true``, fp32
+throughout). Lightning runs ``training_step`` and ``validation_step`` under ``torch.autocast``; inside it:
 
 * g's convolutions run in the autocast dtype (they are most of the step's work); its map M is taken
   to fp32 before anything reads it (`_g`).
