@@ -119,7 +119,7 @@ def step(module: WWbLModule, images: torch.Tensor, phrases: list[str], outer: to
     finally:
         module.net.__dict__.pop("forward", None)
     return ({k: v.item() for k, v in terms.items()},
-            torch.cat([p.grad.flatten() for p in module.net.parameters() if p.grad is not None]))
+            torch.cat([p.grad.flatten() for p in module.net.parameters() if p.grad is not None]).double())
 
 
 def loss_and_grad_rows(setting: str, module: WWbLModule, images: torch.Tensor,
