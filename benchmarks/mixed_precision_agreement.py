@@ -155,9 +155,9 @@ def main() -> None:
             losses, grads = loss_and_grad_rows(setting, module, images, phrases)
             loss_rows += losses
             grad_rows += grads
-    print_table(["setting", "start layer", "relevancy", "max |Δ|", "mean |Δ|"], rel_rows)
+    print_table(["setting", "start layer", "relevancy", "max abs Δ", "mean abs Δ"], rel_rows)
     if loss_rows:
-        print_table(["setting", "run", "term", "fp32 value", "|Δ|", "|Δ| / |fp32|"], loss_rows)
+        print_table(["setting", "run", "term", "fp32 value", "abs Δ", "abs Δ / abs fp32"], loss_rows)
         print_table(["setting", "run", "cos(∇g, ∇g fp32)", "‖Δ∇g‖ / ‖∇g fp32‖"], grad_rows)
 
 
