@@ -119,7 +119,7 @@ def step(module: WWbLModule, images: torch.Tensor, phrases: list[str], outer: to
     finally:
         module.net.__dict__.pop("forward", None)
     return ({k: v.item() for k, v in terms.items()},
-            torch.cat([p.grad.flatten() for p in module.net.parameters() if p.grad is not None]))
+            torch.cat([p.grad.flatten() for p in module.net.parameters() if p.grad is not None]).double())
 
 
 def loss_and_grad_rows(setting: str, module: WWbLModule, images: torch.Tensor,
@@ -155,9 +155,9 @@ def main() -> None:
             losses, grads = loss_and_grad_rows(setting, module, images, phrases)
             loss_rows += losses
             grad_rows += grads
-    print_table(["setting", "start layer", "relevancy", "max |Δ|", "mean |Δ|"], rel_rows)
+    print_table(["setting", "start layer", "relevancy", "max abs Δ", "mean abs Δ"], rel_rows)
     if loss_rows:
-        print_table(["setting", "run", "term", "fp32 value", "|Δ|", "|Δ| / |fp32|"], loss_rows)
+        print_table(["setting", "run", "term", "fp32 value", "abs Δ", "abs Δ / abs fp32"], loss_rows)
         print_table(["setting", "run", "cos(∇g, ∇g fp32)", "‖Δ∇g‖ / ‖∇g fp32‖"], grad_rows)
 
 

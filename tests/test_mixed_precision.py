@@ -150,7 +150,7 @@ def test_losses_run_in_fp32_with_autocast_off(monkeypatch, loss_form):
 def test_losses_and_gradients_into_g_under_autocast_agree_with_fp32(setting, dtype, request):
     """Measured, bf16 / fp16 autocast (B = 8): the relative error of fore, rmap, reg and the total ≤ 1.9e-3 /
     1.3e-4; L_back (a cosine near 0, so compared absolutely) |Δ| ≤ 1.0e-3 / 4.2e-5; cos(∇g, ∇g fp32) =
-    0.99719 / 0.99978 (tiny), 0.99944 / 1.00000 (shapes). Asserted: relative ≤ 1e-2, |Δ back| ≤ 5e-3
+    0.99719 / 0.99978 (tiny), 0.99941 / 0.99997 (shapes). Asserted: relative ≤ 1e-2, |Δ back| ≤ 5e-3
     (≥ 5× margin) and cos ≥ 0.99 (tiny bf16: 1 − cos 2.8e-3 vs 1e-2), ≥ 0.995 (shapes)."""
     module, images, phrases = request.getfixturevalue(setting)
     ref_terms, ref_grad = _step(module, images, phrases, None)
@@ -165,8 +165,9 @@ def test_losses_and_gradients_into_g_under_autocast_agree_with_fp32(setting, dty
 @pytest.mark.parametrize("setting", ["tiny", "shapes"])
 def test_clip_and_relevancy_in_bf16_barely_move_the_gradient_into_g(setting, request):
     """Why CLIP (masked-image forward and relevancy) runs under autocast: with g's forward in fp32 and only
-    CLIP in bf16, measured 1 − cos(∇g, ∇g fp32) = 2e-6 (tiny) and < 1e-6 (shapes), relative error 2.1e-3 /
-    2.7e-3, against 2.8e-3 / 5.6e-4 (1 − cos) from g's own bf16 convolutions. Asserted 1 − cos ≤ 1e-4."""
+    CLIP in bf16, measured 1 − cos(∇g, ∇g fp32) = 2e-6 (tiny) and 4e-6 (shapes), relative error 2.1e-3 /
+    2.7e-3, against 2.8e-3 / 5.0e-4 (1 − cos) from g's own bf16 convolutions. Asserted 1 − cos ≤ 1e-4
+    (25× margin)."""
     module, images, phrases = request.getfixturevalue(setting)
     _, ref_grad = _step(module, images, phrases, None)
     _, grad = _step(module, images, phrases, torch.bfloat16, g_autocast=False)

@@ -33,19 +33,20 @@ throughout). Lightning runs ``training_step`` and ``validation_step`` under ``to
 * The frozen CLIP runs under autocast everywhere: the text tower, the masked-image forward through
   which the gradients reach g, and the relevancy forward/backward. The relevancy's Chefer products
   ∂s/∂A ⊙ A, the head mean, the rollout R ← R + Ā R and the min-max normalisation are fp32
-  (:func:`wwbl.clip.relevancy.relevancy_maps`): summed over 12 ViT-B blocks in bf16 the rollout
-  triples the map error.
+  (:func:`wwbl.clip.relevancy.relevancy_maps`): accumulated in bf16 over ViT-B-32's 12 blocks
+  (``relevancy_start_layer=0``) the rollout made the map error 1.7× larger.
 * The losses run with autocast off, on fp32 maps and embeddings: the ``all_pairs`` cosine and the
   WSOL prompt logits are matmuls, which autocast would otherwise take to bf16.
 
 Measured against fp32 (benchmarks/mixed_precision_agreement.py, numbers in benchmarks/RESULTS.md):
-the relevancy target under bf16 autocast moves by ~4e-4 on average (≤ 2e-2 at one pixel) on a [0, 1]
-map, ~10× less than what g's own bf16 convolutions change in L_rmap; the loss terms agree to a few
-1e-3 relative and the gradient into g keeps a cosine ≥ 0.999 with the fp32 one (shapes-world trained
-CLIP and g). Computing the relevancy in fp32 would buy nothing measurable for an extra fp32 ViT
-forward per step. ``16-mixed`` adds Lightning's GradScaler on the loss; nothing here casts
-parameters, so the scaler sees g's fp32 gradients. ``clip_precision`` (fp16/bf16 CLIP weights) is a
-separate, older knob and composes with autocast.
+on the trained shapes-world CLIP and g, the relevancy target under bf16 autocast moves by ~4e-4 on
+average (≤ 2e-2 at one pixel) on its [0, 1] scale; the loss terms agree to ≤ 2e-3 relative (L_back,
+a cosine near 0, to ≤ 1e-3 absolute); the gradient into g keeps a cosine of 0.9994 with the fp32 one
+(0.997 for random tiny models). With g in fp32 and only CLIP in bf16 that cosine is 1 − 4e-6 and
+L_rmap moves ~7× less than from g's own bf16 convolutions, so an fp32 relevancy pass (an extra fp32
+ViT forward and backward per step) would buy nothing measurable. ``16-mixed`` adds Lightning's
+GradScaler on the loss; nothing here casts parameters, so the scaler sees g's fp32 gradients.
+``clip_precision`` (fp16/bf16 CLIP weights) is a separate knob for the weights' dtype.
 
 ``channels_last`` keeps g's convolution weights and inputs in ``torch.channels_last`` (faster
 convolutions on tensor cores); ``compile`` wraps g's forward with ``torch.compile``
@@ -208,7 +209,7 @@ class WWbLModule(L.LightningModule):
     def _g(self, images01: torch.Tensor, text_emb: torch.Tensor | None,
            image_index: torch.Tensor | None = None) -> torch.Tensor:
         """g's maps as fp32 (whatever autocast computed them in), its input in g's memory format."""
-        if self.hparams.get("channels_last"):
+        if self.hparams.channels_last:
             images01 = images01.contiguous(memory_format=torch.channels_last)
         return self.net(images01, text_emb, image_index).float()
 
