@@ -10,6 +10,10 @@ Training batches are ``{"image": B×3×S×S in [0, 1], "phrase": list[str]}``. V
 are lists of per-image items ``{"image": 3×S×S, "size": (H, W), "phrases": [list[str] per
 entity], "boxes": [K×4 xyxy per entity, original frame]}``; g's map of an entity (the mean over
 its phrases) is resized back to the original size before scoring.
+
+The training loader is a :class:`wwbl.data.resumable.ResumableLoader`: its order and every item's
+augmentation follow from the global seed and the epoch, and a run resumed from a mid-epoch
+checkpoint continues with the batches an uninterrupted run would have seen.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from torch.utils.data import DataLoader, Dataset
 from wwbl.data.coco import CocoCaptions
 from wwbl.data.cub import CUBEval, CUBTrain
 from wwbl.data.grounding_val import FlickrGroundingVal
+from wwbl.data.resumable import ResumableLoader
 from wwbl.data.transforms import eval_transform, grounding_train_transform, wsol_train_transform
 from wwbl.data.visual_genome import VisualGenomeRegions
 
@@ -70,14 +75,16 @@ class _TrainingDataModule(L.LightningDataModule):
         trainer = self.trainer
         return trainer is not None and trainer.strategy.root_device.type == "cuda"
 
-    def train_dataloader(self) -> DataLoader:
+    def train_dataloader(self) -> ResumableLoader:
         if self.train_set is None:
             self.setup("fit")
         if len(self.train_set) < self.batch_size:
             raise ValueError(f"the training set has {len(self.train_set)} images, fewer than one batch of "
                              f"{self.batch_size}; with drop_last nothing would be trained")
-        return DataLoader(self.train_set, batch_size=self.batch_size, shuffle=True, drop_last=True,
-                          **self.loader_options())
+        trainer = self.trainer
+        world_size, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
+        return ResumableLoader(self.train_set, self.batch_size, num_replicas=world_size, rank=rank,
+                               **self.loader_options())
 
     def val_dataloader(self) -> DataLoader | list:
         if not self.has_val_data:

@@ -1,0 +1,64 @@
+"""Checkpoint files that a kill cannot leave half-written.
+
+Lightning's default local write goes through an fsspec transaction whose temporary file lives in
+the system temp folder; when that is another filesystem than the run folder (a tmpfs ``/tmp``, a
+network or scratch disk for runs) the final move is a copy, and a kill during the copy leaves a
+truncated ``last.ckpt``; nothing is fsync'ed either. :class:`AtomicCheckpointIO` serialises the
+checkpoint to ``<file>.partial`` beside its target, fsyncs it and renames it over the target
+(``os.replace``, atomic on POSIX and Windows), then fsyncs the folder: a reader sees the old file
+or the new one, never a part. A ``.partial`` left by a kill is overwritten by the next save of that
+file. ``train.py`` installs it unless ``trainer.plugins`` names another CheckpointIO.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+
+PARTIAL_SUFFIX = ".partial"
+
+
+def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
+    """``torch.save(obj, path)`` through a same-folder temporary file, fsync and rename."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(target.name + PARTIAL_SUFFIX)
+    try:
+        with open(partial, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(partial, target)
+    except BaseException:
+        partial.unlink(missing_ok=True)  # an error (not a kill) leaves nothing behind
+        raise
+    _fsync_folder(target.parent)
+
+
+def _fsync_folder(folder: Path) -> None:
+    """Make the rename durable; folders cannot be opened for fsync on every platform."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning's torch checkpoint IO with atomic local writes (module docstring)."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
+        if storage_options is not None:
+            raise TypeError(f"{type(self).__name__} takes no storage_options")
+        if "://" in str(path):  # remote filesystems keep Lightning's own transactional upload
+            super().save_checkpoint(checkpoint, path)
+            return
+        atomic_torch_save(checkpoint, path)
