@@ -9,6 +9,11 @@ Any setting can be overridden on the command line (``--model.lr 1e-3``,
 each run's logs. ``--data.image_size`` also sets the model's recorded ``input_size``. User errors
 (a config that does not exist, a bad setting, missing data or weights) end in one line on stderr
 and exit status 2.
+
+Runs survive a kill: checkpoints are written atomically (``wwbl.checkpoint_io``), ``last.ckpt``
+is rewritten every ``--step_checkpoint.every_n_train_steps`` steps (default 500) and at every
+validation, and a run resumed from it continues in the same folder with the batches an
+uninterrupted run would have seen (``wwbl.data.resumable``), so it ends at the same weights.
 """
 from __future__ import annotations
 
@@ -19,6 +24,8 @@ from pathlib import Path
 from typing import Any
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+# Default of --step_checkpoint.every_n_train_steps (README, "Training").
+CHECKPOINT_EVERY_N_STEPS = 500
 
 
 def find_config(name: str) -> str:
@@ -80,6 +87,9 @@ def main(args: list[str] | None = None) -> Any:
     # Lightning and torch load only once the config files are known to exist (errors answer at once).
     from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    from wwbl.checkpoint_io import AtomicCheckpointIO
     from wwbl.errors import AnnotationError, MissingResourceError, ModelFileError
     from wwbl.lit_module import WWbLModule, check_resume_checkpoint
 
@@ -88,12 +98,17 @@ def main(args: list[str] | None = None) -> Any:
             parser.add_argument("--ckpt_path", type=str | None, default=None,
                                 help="checkpoint to resume training from")
             parser.link_arguments("data.init_args.image_size", "model.input_size")
+            # last.ckpt every N optimiser steps: a killed run resumed from it redoes at most N steps.
+            parser.add_lightning_class_args(ModelCheckpoint, "step_checkpoint")
+            parser.set_defaults({"step_checkpoint.every_n_train_steps": CHECKPOINT_EVERY_N_STEPS,
+                                 "step_checkpoint.save_top_k": 0, "step_checkpoint.save_last": True})
 
     stderr = io.StringIO()
     try:
         with contextlib.redirect_stderr(stderr):  # the parser's usage dump is replaced by its error line
             cli = WWbLCLI(WWbLModule, subclass_mode_data=True, run=False, args=argv, auto_configure_optimizers=False,
-                          save_config_kwargs={"overwrite": True})
+                          save_config_kwargs={"overwrite": True},
+                          trainer_defaults={"plugins": [AtomicCheckpointIO()]})
     except SystemExit as exit_:
         if not exit_.code:
             raise
