@@ -36,8 +36,9 @@ def _loader_settings(loader):
 
 
 def _trainer_on(device_type):
-    """Stands in for the Trainer a data module is attached to: all `_pin` reads is its root device."""
-    return SimpleNamespace(strategy=SimpleNamespace(root_device=torch.device(device_type)))
+    """Stands in for the Trainer a data module is attached to: `_pin` reads its root device, the
+    training loader its world size and rank."""
+    return SimpleNamespace(strategy=SimpleNamespace(root_device=torch.device(device_type)), world_size=1, global_rank=0)
 
 
 def test_loader_defaults_workers_pinning_persistence_and_prefetch(tmp_path):
