@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from lightning.pytorch.callbacks import Callback
 from torch.utils.data import Dataset
 
 import train
@@ -17,6 +18,27 @@ from wwbl.checkpoint_io import PARTIAL_SUFFIX, AtomicCheckpointIO, atomic_torch_
 from wwbl.data.resumable import ResumableLoader, ResumableSampler
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+class Died(RuntimeError):
+    """What :class:`DieAt` raises: the run stops as a killed one would, its files as they are."""
+
+
+class DieAt(Callback):
+    """Stops a run with :class:`Died` when ``hook`` is reached at ``global_step == step``."""
+
+    def __init__(self, step: int, hook: str) -> None:
+        self.step, self.hook = step, hook
+
+    def on_train_batch_start(self, trainer, *args):
+        self._maybe_die(trainer, "on_train_batch_start")
+
+    def on_validation_start(self, trainer, *args):
+        self._maybe_die(trainer, "on_validation_start")
+
+    def _maybe_die(self, trainer, hook):
+        if hook == self.hook and trainer.global_step == self.step:
+            raise Died(f"stopped at step {self.step} in {hook}")
 
 
 class RandomItems(Dataset):
@@ -74,14 +96,14 @@ def test_a_loader_restored_part_way_yields_the_rest_of_the_epoch(num_workers):
     first.sampler.set_epoch(2)
     iterator = iter(first)
     seen = [next(iterator).clone() for _ in range(2)]
-    state = first.state_dict()
+    state = first.position()
     assert state == {"epoch": 2, "batches": 2}
     resumed = ResumableLoader(RandomItems(), batch_size=2, seed=7, num_workers=num_workers)
-    resumed.load_state_dict(state)
+    resumed.resume_at(state)
     resumed.sampler.set_epoch(2)  # Lightning sets the epoch again: the part-way start survives it
     rest = batches(resumed)
     assert len(rest) == 3 and all(torch.equal(a, b) for a, b in zip(seen + rest, expected))
-    assert resumed.state_dict() == {"epoch": 2, "batches": 5}
+    assert resumed.position() == {"epoch": 2, "batches": 5}
     resumed.sampler.set_epoch(3)  # the next epoch starts from its beginning
     assert len(batches(resumed)) == 5
 
@@ -165,6 +187,31 @@ def test_a_run_stopped_mid_epoch_resumes_to_the_weights_of_one_uninterrupted_run
         torch.testing.assert_close(got[name], expected[name], rtol=0, atol=1e-6, msg=name)
 
 
+def test_two_resumes_after_a_checkpoint_at_an_epochs_last_batch_give_the_uninterrupted_weights(data, tmp_path):
+    """The case Lightning's own loader restore gets wrong: last.ckpt written at the last batch of
+    epoch 0 (the run dies before validation), a resume that dies mid-epoch 1, a second resume.
+    Without ``max_steps`` Lightning no longer sees the second resume as mid-epoch; the loader's
+    position must still be restored, or epoch 1 is replayed from its start (14 steps, not 12)."""
+    args = [*TINY, *data, "--trainer.max_epochs", "3"]
+    whole = train.main([*args, "--trainer.default_root_dir", str(tmp_path / "whole")])
+    assert whole.trainer.global_step == 12
+    root = ["--trainer.default_root_dir", str(tmp_path / "cut")]
+    last = tmp_path / "cut" / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt"
+    die = "--trainer.callbacks+=tests.test_resume.DieAt"
+    with pytest.raises(Died):
+        train.main([*args, *root, die, "--trainer.callbacks.step=4", "--trainer.callbacks.hook=on_validation_start"])
+    assert torch.load(last, weights_only=True)["global_step"] == 4
+    with pytest.raises(Died):
+        train.main([*args, *root, "--ckpt_path", str(last), die, "--trainer.callbacks.step=6",
+                    "--trainer.callbacks.hook=on_train_batch_start"])
+    assert torch.load(last, weights_only=True)["global_step"] == 6
+    resumed = train.main([*args, *root, "--ckpt_path", str(last)])
+    assert resumed.trainer.global_step == 12
+    expected, got = weights(whole), weights(resumed)
+    for name in expected:
+        torch.testing.assert_close(got[name], expected[name], rtol=0, atol=1e-6, msg=name)
+
+
 @pytest.mark.slow
 def test_a_run_killed_with_sigkill_at_random_points_resumes_to_the_same_weights(data, tmp_path):
     """A real ``kill -9`` of ``python train.py`` after a seeded random number of steps, then
@@ -184,12 +231,9 @@ def test_a_run_killed_with_sigkill_at_random_points_resumes_to_the_same_weights(
         deadline = time.monotonic() + 120
         wait_for = step_before + 2 + int(torch.randint(0, 3, (), generator=rng))
         while time.monotonic() < deadline and process.poll() is None:
-            if last.is_file():
-                try:
-                    if torch.load(last, weights_only=True)["global_step"] >= wait_for:
-                        break
-                except Exception:  # being replaced this instant: never a half file (atomic rename)
-                    pass
+            # Read while the run rewrites it: an atomic rename never shows a half-written file.
+            if last.is_file() and torch.load(last, weights_only=True)["global_step"] >= wait_for:
+                break
             time.sleep(0.05)
         if process.poll() is None:
             process.send_signal(signal.SIGKILL)

@@ -12,8 +12,9 @@ entity], "boxes": [K×4 xyxy per entity, original frame]}``; g's map of an entit
 its phrases) is resized back to the original size before scoring.
 
 The training loader is a :class:`wwbl.data.resumable.ResumableLoader`: its order and every item's
-augmentation follow from the global seed and the epoch, and a run resumed from a mid-epoch
-checkpoint continues with the batches an uninterrupted run would have seen.
+augmentation follow from the global seed and the epoch. The data module saves the loader's
+position in every checkpoint (``state_dict``) and gives it back to the loader on resume, so a run
+resumed from a mid-epoch checkpoint continues with the batches an uninterrupted run would have seen.
 """
 
 from __future__ import annotations
@@ -56,6 +57,8 @@ class _TrainingDataModule(L.LightningDataModule):
         self.pin_memory, self.persistent_workers, self.prefetch_factor = pin_memory, persistent_workers, prefetch_factor
         self.train_set: Dataset | None = None
         self.val_set: Dataset | None = None
+        self._train_loader: ResumableLoader | None = None
+        self._resume_position: dict[str, int] | None = None  # from a checkpoint, until the loader exists
 
     @property
     def image_size(self) -> int:
@@ -83,8 +86,20 @@ class _TrainingDataModule(L.LightningDataModule):
                              f"{self.batch_size}; with drop_last nothing would be trained")
         trainer = self.trainer
         world_size, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
-        return ResumableLoader(self.train_set, self.batch_size, num_replicas=world_size, rank=rank,
-                               **self.loader_options())
+        self._train_loader = ResumableLoader(self.train_set, self.batch_size, num_replicas=world_size, rank=rank,
+                                             **self.loader_options())
+        if self._resume_position is not None:
+            self._train_loader.resume_at(self._resume_position)
+            self._resume_position = None  # once: a reloaded loader starts its epoch from the beginning
+        return self._train_loader
+
+    def state_dict(self) -> dict[str, Any]:
+        """Saved in every checkpoint: where the training loader is in its epoch."""
+        return {} if self._train_loader is None else {"train_loader": self._train_loader.position()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Called on resume, before the training loader is made."""
+        self._resume_position = state.get("train_loader")
 
     def val_dataloader(self) -> DataLoader | list:
         if not self.has_val_data:

@@ -11,10 +11,13 @@ choices follow whatever state torch's global RNG is in. Here:
 * :class:`SeededItems` runs the dataset's ``__getitem__`` with torch's RNG seeded by that item
   seed (the caller's RNG state is restored), so an item's augmentation depends on (seed, epoch,
   index) only — not on the worker count, the batch it lands in or an interruption;
-* :class:`ResumableLoader` is the DataLoader Lightning checkpoints: ``state_dict()`` records the
-  epoch and the batches handed out in it, ``load_state_dict`` makes the next epoch iteration
-  skip them. Lightning saves it in every checkpoint (``loops.fit_loop.state_dict.combined_loader``)
-  and restores it before iterating.
+* :class:`ResumableLoader` knows its position: ``position()`` is the epoch and the batches handed
+  out in it, ``resume_at(position)`` makes the next iteration of that epoch skip them. The data
+  module stores the position in every checkpoint and hands it back on resume
+  (``wwbl.data.datamodules``). Lightning's own stateful-loader protocol is not used on purpose:
+  Lightning restores a loader only when its fit loop believes it is restarting mid-epoch, and
+  after a resume from a checkpoint written at an epoch's last batch its epoch counters no longer
+  say so (Lightning 2.6), so the next resume would replay the epoch from its start.
 
 The seed is Lightning's global seed (``seed_everything``, ``PL_GLOBAL_SEED``) unless given.
 """
@@ -86,9 +89,8 @@ class ResumableSampler(DistributedSampler):
 
 
 class ResumableLoader(DataLoader):
-    """A DataLoader over :class:`SeededItems` with a :class:`ResumableSampler` whose position
-    Lightning stores in checkpoints (the stateful-loader protocol: ``state_dict`` /
-    ``load_state_dict``)."""
+    """A DataLoader over :class:`SeededItems` with a :class:`ResumableSampler` that can resume an
+    epoch part-way (``position`` / ``resume_at``)."""
 
     def __init__(self, dataset: Dataset, batch_size: int, seed: int | None = None, num_replicas: int = 1,
                  rank: int = 0, **loader_options: Any) -> None:
@@ -106,11 +108,13 @@ class ResumableLoader(DataLoader):
             self._handed_out += 1
             yield batch
 
-    def state_dict(self) -> dict[str, int]:
+    def position(self) -> dict[str, int]:
+        """The epoch being iterated and the batches of it handed out so far."""
         return {"epoch": int(getattr(self.sampler, "epoch", 0)), "batches": int(self._handed_out)}
 
-    def load_state_dict(self, state: dict[str, int]) -> None:
+    def resume_at(self, position: dict[str, int]) -> None:
+        """Make the next iteration of ``position["epoch"]`` skip its first ``position["batches"]``."""
         if not isinstance(self.sampler, ResumableSampler):
             return
-        self.sampler.start_part_way(int(state["epoch"]), int(state["batches"]) * self.batch_size)
-        self._handed_out = int(state["batches"])
+        self.sampler.start_part_way(int(position["epoch"]), int(position["batches"]) * self.batch_size)
+        self._handed_out = int(position["batches"])
