@@ -13,7 +13,8 @@ and exit status 2.
 Runs survive a kill: checkpoints are written atomically (``wwbl.checkpoint_io``), ``last.ckpt``
 is rewritten every ``--step_checkpoint.every_n_train_steps`` steps (default 500) and at every
 validation, and a run resumed from it continues in the same folder with the batches an
-uninterrupted run would have seen (``wwbl.data.resumable``), so it ends at the same weights.
+uninterrupted run would have seen (``wwbl.data.resumable``), so it ends at the same weights;
+its CSV log continues the folder's ``metrics.csv`` (``wwbl.run_logs``).
 """
 from __future__ import annotations
 
@@ -74,6 +75,17 @@ def continue_in_run_folder(trainer: Any, ckpt_path: str | None) -> None:
             logger._version = int(version)
 
 
+def keep_csv_history(trainer: Any) -> None:
+    """Lightning's CSV log becomes a :class:`wwbl.run_logs.ContinuingCSVLogger`: flushed at every
+    checkpoint, continued (not deleted) by a resumed run."""
+    from lightning.pytorch.loggers import CSVLogger  # loaded late, as in main()
+
+    from wwbl.run_logs import ContinuingCSVLogger
+
+    trainer.loggers = [ContinuingCSVLogger.like(logger) if type(logger) is CSVLogger else logger
+                       for logger in trainer.loggers]
+
+
 def _fail(message: str) -> None:
     print(f"error: {message}", file=sys.stderr)
     raise SystemExit(2)
@@ -87,9 +99,7 @@ def main(args: list[str] | None = None) -> Any:
     # Lightning and torch load only once the config files are known to exist (errors answer at once).
     from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
-    from lightning.pytorch.callbacks import ModelCheckpoint
-
-    from wwbl.checkpoint_io import AtomicCheckpointIO
+    from wwbl.checkpoint_io import StepCheckpoint
     from wwbl.errors import AnnotationError, MissingResourceError, ModelFileError
     from wwbl.lit_module import WWbLModule, check_resume_checkpoint
 
@@ -99,16 +109,17 @@ def main(args: list[str] | None = None) -> Any:
                                 help="checkpoint to resume training from")
             parser.link_arguments("data.init_args.image_size", "model.input_size")
             # last.ckpt every N optimiser steps: a killed run resumed from it redoes at most N steps.
-            parser.add_lightning_class_args(ModelCheckpoint, "step_checkpoint")
+            parser.add_lightning_class_args(StepCheckpoint, "step_checkpoint")
             parser.set_defaults({"step_checkpoint.every_n_train_steps": CHECKPOINT_EVERY_N_STEPS,
-                                 "step_checkpoint.save_top_k": 0, "step_checkpoint.save_last": True})
+                                 "step_checkpoint.save_top_k": 0, "step_checkpoint.save_last": True,
+                                 "step_checkpoint.enable_version_counter": False})
 
     stderr = io.StringIO()
     try:
         with contextlib.redirect_stderr(stderr):  # the parser's usage dump is replaced by its error line
             cli = WWbLCLI(WWbLModule, subclass_mode_data=True, run=False, args=argv, auto_configure_optimizers=False,
                           save_config_kwargs={"overwrite": True},
-                          trainer_defaults={"plugins": [AtomicCheckpointIO()]})
+                          trainer_defaults={"plugins": [{"class_path": "wwbl.checkpoint_io.AtomicCheckpointIO"}]})
     except SystemExit as exit_:
         if not exit_.code:
             raise
@@ -119,6 +130,7 @@ def main(args: list[str] | None = None) -> Any:
         _fail(f"{type(error).__name__}: {error}")
     sys.stderr.write(stderr.getvalue())
     continue_in_run_folder(cli.trainer, cli.config.ckpt_path)
+    keep_csv_history(cli.trainer)
     try:
         if cli.config.ckpt_path:  # a damaged or foreign checkpoint is named before Lightning reads it
             check_resume_checkpoint(cli.config.ckpt_path, cli.model)

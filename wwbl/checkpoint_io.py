@@ -8,6 +8,8 @@ checkpoint to ``<file>.partial`` beside its target, fsyncs it and renames it ove
 (``os.replace``, atomic on POSIX and Windows), then fsyncs the folder: a reader sees the old file
 or the new one, never a part. A ``.partial`` left by a kill is overwritten by the next save of that
 file. ``train.py`` installs it unless ``trainer.plugins`` names another CheckpointIO.
+
+:class:`StepCheckpoint` is the every-N-steps ``last.ckpt`` of ``train.py --step_checkpoint``.
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ from typing import Any
 
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+from lightning.pytorch.callbacks import ModelCheckpoint
 
 PARTIAL_SUFFIX = ".partial"
 
@@ -62,3 +65,20 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             super().save_checkpoint(checkpoint, path)
             return
         atomic_torch_save(checkpoint, path)
+
+
+class StepCheckpoint(ModelCheckpoint):
+    """``ModelCheckpoint`` every N training steps, except at an epoch's last batch.
+
+    Lightning (2.6) does not resume a checkpoint written at the last batch of an epoch, before
+    the epoch's validation, the way an uninterrupted run goes on: the resumed run skips that
+    epoch's validation (and with it the best-checkpoint choice), and its fit-loop counters come
+    out so that the logged steps of the next resume lag by one. The epoch-end checkpoint
+    written after validation a moment later takes that save's place; a kill in between loses at
+    most the interval since the previous step save.
+    """
+
+    def on_train_batch_end(self, trainer: Any, *args: Any, **kwargs: Any) -> None:
+        if trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:
+            return
+        super().on_train_batch_end(trainer, *args, **kwargs)
