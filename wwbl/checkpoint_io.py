@@ -18,6 +18,8 @@ from typing import Any
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 
+from wwbl.atomic_files import fsync_folder
+
 PARTIAL_SUFFIX = ".partial"
 
 
@@ -35,21 +37,7 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
     except BaseException:
         partial.unlink(missing_ok=True)  # an error (not a kill) leaves nothing behind
         raise
-    _fsync_folder(target.parent)
-
-
-def _fsync_folder(folder: Path) -> None:
-    """Make the rename durable; folders cannot be opened for fsync on every platform."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+    fsync_folder(target.parent)
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
