@@ -6,8 +6,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = ROOT / "wwbl"
 # What training, extractors, inference and evaluation all stand on (docs/ARCHITECTURE.md, "Floors").
-GROUND_FLOOR = ("wwbl.errors", "wwbl.defaults", "wwbl.cli", "wwbl.devices", "wwbl.images", "wwbl.boxes", "wwbl.box_rules",
-                "wwbl.metrics", "wwbl.readers", "wwbl.model_files")
+GROUND_FLOOR = ("wwbl.errors", "wwbl.atomic_files", "wwbl.defaults", "wwbl.cli", "wwbl.devices", "wwbl.images",
+                "wwbl.boxes", "wwbl.box_rules", "wwbl.metrics", "wwbl.readers", "wwbl.model_files")
 # Imports that must stay inside a function, with the reason (file, imported module) → why.
 LAZY_ALLOWED = {
     ("__init__.py", "wwbl.inference.api"): "`import wwbl` stays cheap; `wwbl.load` pulls in torch and CLIP",

@@ -8,6 +8,10 @@ Examples::
     python -m wwbl.evaluation wsol --dataset imagenet --root data/imagenet --method vl_score --clip-model RN50 --out runs/vl
     python -m wwbl.evaluation masks --dataset cocoglide --root data --method gem --closing 51 --out runs/gem
     python -m wwbl.evaluation tables runs/ --out runs/tables
+
+Exit status: 0 evaluated (items the benchmark's files describe badly are skipped and listed in
+``skipped.json``), 2 a user error: bad settings, a missing file or a malformed whole annotation file
+(one line on stderr naming the file and the entry).
 """
 from __future__ import annotations
 
@@ -119,8 +123,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.device = str(resolve_device(args.device))
         settings = settings_from_args(args)
         results = run_evaluation(settings)
-    except (ValueError, FileNotFoundError) as err:  # bad settings, annotations or missing files
-        raise SystemExit(f"error: {err}")
+    except (ValueError, OSError) as err:  # bad settings, malformed annotations, missing or unreadable files
+        print(f"error: {' '.join(str(err).split())}", file=sys.stderr)  # one line, whatever the message
+        return 2
     print(f"{results['images']}/{results['images_total']} images evaluated, {results['skipped']} skipped "
           f"(see {settings.out}/skipped.json)")
     return 0

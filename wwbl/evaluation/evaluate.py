@@ -5,10 +5,14 @@ source (an exported network g via ``NetworkGExtractor.from_export`` or any regis
 name), processes images in batches with a progress bar, and appends one JSON record per image to
 ``<out>/records.jsonl``. A rerun with the same settings skips the images already recorded (the
 settings that change results are stored in ``<out>/run.json`` and must match; the caption chunk size
-and the sharing of identical crops are exact, so they may differ). Images that cannot
-be loaded or processed are skipped and listed in ``<out>/skipped.json``; annotation items the
-loader rejected are listed there too. The metrics are computed from all records and written to
-``<out>/results.json`` plus the papers' tables (``wwbl.evaluation.tables``).
+and the sharing of identical crops are exact, so they may differ); a record cut short by a kill, one
+made for annotations that have changed since, or a repeated one is never scored
+(``wwbl.evaluation.records``). Images that cannot be loaded or processed are skipped and listed in
+``<out>/skipped.json``, as are the annotation items the loader rejected and the items whose GT box
+lies wholly outside their image. The metrics are computed from the records of the benchmark's
+current images and written to ``<out>/results.json`` plus the papers' tables
+(``wwbl.evaluation.tables``); ``run.json``, ``results.json`` and ``skipped.json`` are written
+atomically (``wwbl.atomic_files``).
 
 Box sources (``boxes``): ``"wsg"`` — the WSG :class:`~wwbl.box_rules.BoxRule` with ``box_mode``
 ``"paper"`` or ``"reference"``; ``"wsol"`` — the WSOL rule (largest contour, of the map or, with
@@ -40,9 +44,11 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
+from wwbl.atomic_files import write_text_atomic
 from wwbl.box_rules import BoxRule
 from wwbl.clip import ClipSpec
 from wwbl.errors import AnnotationError, ImageLoadError, MissingResourceError
+from wwbl.evaluation.records import RecordCache, results_identity, scored_unit, unit_fingerprint
 from wwbl.evaluation.tables import write_tables
 from wwbl.evaluation.tasks import GroundingTask, MaskTask, Unit, WSOLTask, WWbLTask, group_by_image, prediction_entries
 from wwbl.extractors.base import build_extractor
@@ -54,6 +60,7 @@ from wwbl.inference.options import WWbLOptions, pipeline_options_from_args
 from wwbl.inference.scoring import Scoring
 from wwbl.metrics import argmax_points
 from wwbl.readers import TASK_OF, ZSG_SPLITS, DatasetIndex, acc_threshold, load_dataset
+from wwbl.readers.common import box_tensor, boxes_outside_image, read_text, sample_id
 
 log = logging.getLogger(__name__)
 TASKS = ("wsg", "wwbl", "wsol", "masks")
@@ -62,20 +69,6 @@ _DATASET_TASK = {"wsg": "grounding", "wwbl": "grounding", "wsol": "wsol", "masks
 _VOLATILE = ("out", "limit", "batch_size", "device", "label", "progress")
 # Settings recorded only when not at these values (their defaults), so runs from before they existed still resume.
 _ONLY_WHEN_SET = {"score_threshold": None, "top_k": None, "max_side": MAX_SIDE}
-# WWbL caption settings that leave every caption unchanged (exact): left out of the resume check, also
-# from a run.json written before they were left out.
-_EXACT_CAPTION = ("chunk_size", "share_identical_crops")
-
-
-def _results_identity(identity: dict[str, Any]) -> dict[str, Any]:
-    """``identity`` without the settings that cannot change a result (``_EXACT_CAPTION``)."""
-    caption = (identity.get("pipeline") or {}).get("caption")
-    if not isinstance(caption, dict):
-        return identity
-    kept = {k: v for k, v in caption.items() if k not in _EXACT_CAPTION}
-    return {**identity, "pipeline": {**identity["pipeline"], "caption": kept}}
-
-
 @dataclass
 class EvalSettings:
     """Everything one evaluation run needs (the CLI maps its flags onto these fields)."""
@@ -146,7 +139,7 @@ class EvalSettings:
 
     def identity(self) -> dict[str, Any]:
         """The settings a cached record depends on, as they read back from ``run.json`` (JSON types)."""
-        return _results_identity(json.loads(json.dumps(
+        return results_identity(json.loads(json.dumps(
             {k: v for k, v in asdict(self).items()
              if k not in _VOLATILE and not (k in _ONLY_WHEN_SET and v == _ONLY_WHEN_SET[k])})))
 
@@ -211,31 +204,45 @@ def zero_shot_classifier(clip: Any, class_names: Sequence[tuple[str, ...]], prom
     return classify
 
 
+def _prediction_entry(pred: Any) -> dict:
+    """One prediction of a predictions file, checked: a caption, a point, boxes and their scores."""
+    point = pred.get("point")
+    if point is None:
+        point = argmax_points([torch.from_numpy(np.load(pred["heatmap_npy"])).float()])[0].tolist()
+    boxes, scores = pred.get("boxes", []), pred.get("scores", [])
+    if boxes:
+        box_tensor(boxes, "boxes")
+    if not isinstance(scores, list) or len(scores) != len(boxes) or not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) for v in scores):
+        raise ValueError(f"'scores' must be one number per box, got {scores!r}")
+    if not isinstance(pred["caption"], str) or not pred["caption"].strip():
+        raise ValueError(f"empty or non-text caption {pred['caption']!r}")
+    return {"caption": pred["caption"], "point": [int(point[0]), int(point[1])], "boxes": boxes, "scores": scores}
+
+
 def read_predictions(path: str) -> dict[str, list[dict]]:
     """A WWbL predictions file: JSON lines ``{"image_id" | "key": …, "predictions": [{"caption",
     "point": [row, col], "boxes": [[x1, y1, x2, y2], …], "scores": […]}]}`` (``records.jsonl`` of a
     WWbL run has this form). An entry may give ``"heatmap_npy"`` (an ``H×W`` .npy map) instead of
-    ``"point"``."""
+    ``"point"``. A malformed line or an image given twice fails the file, naming the line."""
     file = Path(path)
     if not file.is_file():
         raise MissingResourceError(f"WWbL predictions file not found: '{file}'")
     table: dict[str, list[dict]] = {}
-    for number, line in enumerate(file.read_text(encoding="utf-8").splitlines(), start=1):
+    for number, line in enumerate(read_text(file, "WWbL predictions file").splitlines(), start=1):
         if not line.strip():
             continue
         try:
             row = json.loads(line)
-            key = str(row.get("image_id", row.get("key")))
-            entries = []
-            for pred in row["predictions"]:
-                point = pred.get("point")
-                if point is None:
-                    point = argmax_points([torch.from_numpy(np.load(pred["heatmap_npy"])).float()])[0].tolist()
-                entries.append({"caption": str(pred["caption"]), "point": [int(point[0]), int(point[1])],
-                                "boxes": pred.get("boxes", []), "scores": pred.get("scores", [])})
-        except (ValueError, KeyError, TypeError, OSError) as err:
+            key = row.get("image_id", row.get("key"))
+            if key is None:
+                raise KeyError("image_id")
+            entries = [_prediction_entry(pred) for pred in row["predictions"]]
+        except (ValueError, KeyError, TypeError, IndexError, AttributeError, OSError) as err:
             raise AnnotationError(f"'{file}' line {number}: not a valid prediction record ({err})") from err
-        table[key] = entries
+        if str(key) in table:
+            raise AnnotationError(f"'{file}' line {number}: image {key} has predictions on an earlier line")
+        table[str(key)] = entries
     return table
 
 
@@ -276,72 +283,78 @@ def _wwbl_predictor(settings: EvalSettings, extractor: Any) -> Callable:
     return lambda units, images: [prediction_entries(r) for r in model.detect_batch(list(images))]
 
 
-# ----------------------------------------------------------------------------- cache
-
-
-class RecordCache:
-    """``records.jsonl`` (one JSON record per processed image) plus ``run.json`` (the settings)."""
-
-    def __init__(self, out: Path, identity: dict[str, Any]) -> None:
-        self.out = out
-        out.mkdir(parents=True, exist_ok=True)
-        run_file = out / "run.json"
-        if run_file.is_file():
-            stored = _results_identity(json.loads(run_file.read_text(encoding="utf-8")))
-            if stored != identity:
-                changed = sorted(k for k in set(stored) | set(identity) if stored.get(k) != identity.get(k))
-                raise ValueError(f"'{out}' holds results of a run with different settings ({', '.join(changed)}); "
-                                 "use a fresh --out directory")
-        else:
-            run_file.write_text(json.dumps(identity, indent=2), encoding="utf-8")
-        self.path = out / "records.jsonl"
-        self.records: dict[str, dict] = {}
-        if self.path.is_file():
-            for line in self.path.read_text(encoding="utf-8").splitlines():
-                if line.strip():
-                    try:
-                        record = json.loads(line)
-                    except json.JSONDecodeError:
-                        continue  # a line cut short by an interrupted run: that image is redone
-                    self.records[record["key"]] = record
-
-    def add(self, records: Sequence[dict]) -> None:
-        with self.path.open("a", encoding="utf-8") as f:
-            for record in records:
-                f.write(json.dumps(record) + "\n")
-                self.records[record["key"]] = record
-
-
 # ----------------------------------------------------------------------------- runner
 
 
-def _load_images(units: Sequence[Unit], skipped: list[str]) -> tuple[list[Unit], list[Image.Image]]:
+def _outside_image(unit: Unit, size_hw: tuple[int, int]) -> tuple[Unit, list[str]]:
+    """``unit`` without the samples whose GT boxes lie wholly outside the loaded image, and a line for each."""
+    kept, rejected = [], []
+    for sample in unit.samples:
+        boxes = getattr(sample, "gt_boxes", None)
+        outside = boxes_outside_image(boxes, size_hw) if boxes is not None else None
+        if outside is not None and outside.any():
+            rejected.append(f"{unit.key}: {sample_id(sample)}: GT box {boxes[outside][0].tolist()} lies outside the "
+                            f"{size_hw[1]}x{size_hw[0]} image")
+        else:
+            kept.append(sample)
+    return Unit(unit.key, unit.image_path, kept), rejected
+
+
+def _load_images(units: Sequence[Unit], problems: dict[str, list[str]]) -> tuple[list[Unit], list[Image.Image]]:
+    """The units whose image loads (each with the samples that fit in it) and their images; a unit that
+    fails, or has no sample left, gets its lines in ``problems``."""
     kept, images = [], []
     for unit in units:
         try:
-            images.append(load_image(unit.image_path))
-            kept.append(unit)
+            image = load_image(unit.image_path)
         except ImageLoadError as err:
-            skipped.append(f"{unit.key}: {err}")
+            problems[unit.key] = [f"{unit.key}: {err}"]
+            continue
+        fitted, rejected = _outside_image(unit, (image.height, image.width))
+        problems[unit.key] = rejected
+        if fitted.samples:
+            kept.append(fitted)
+            images.append(image)
     return kept, images
 
 
-def _process(task: Any, units: list[Unit], images: list[Image.Image], skipped: list[str]) -> list[dict]:
+def _process(task: Any, units: list[Unit], images: list[Image.Image], problems: dict[str, list[str]]) -> list[dict]:
     """Records for a batch; when the batch fails, each image alone, reporting the ones that fail."""
     try:
         return task.process(units, images)
     except (ValueError, TypeError, RuntimeError, OSError, KeyError) as err:
         if len(units) == 1:
-            skipped.append(f"{units[0].key}: {type(err).__name__}: {err}")
+            problems[units[0].key].append(f"{units[0].key}: {type(err).__name__}: {err}")
             return []
     records = []
     for unit, image in zip(units, images):
-        records.extend(_process(task, [unit], [image], skipped))
+        records.extend(_process(task, [unit], [image], problems))
     return records
 
 
+def _run_pending(task: Any, pending: list[Unit], cache: RecordCache, done: dict[str, dict],
+                 problems: dict[str, list[str]], settings: EvalSettings, bar: tqdm) -> None:
+    """Process ``pending`` in batches; each record carries its image's fingerprint and rejected items."""
+    for start in range(0, len(pending), settings.batch_size):
+        chunk = pending[start: start + settings.batch_size]
+        batch, images = _load_images(chunk, problems)
+        records = _process(task, batch, images, problems) if batch else []
+        full = {u.key: u for u in chunk}
+        for record in records:
+            record["inputs"] = unit_fingerprint(full[record["key"]])
+            if problems[record["key"]]:
+                record["rejected"] = problems[record["key"]]
+            done[record["key"]] = record
+        cache.add(records)
+        bar.update(len(chunk))
+
+
 def run_evaluation(settings: EvalSettings, extractor: Any = None, clip: Any = None) -> dict[str, Any]:
-    """Run (or resume) one evaluation; returns the results dict also written to ``results.json``."""
+    """Run (or resume) one evaluation; returns the results dict also written to ``results.json``.
+
+    ``skipped.json`` lists the annotation items the reader rejected, then per image (in benchmark order)
+    an image that failed and the items whose GT lies outside their image; a resumed run lists the same.
+    """
     out = Path(settings.out)
     index = load_dataset(settings.dataset, settings.root, settings.split, **settings.loader_options)
     cache = RecordCache(out, settings.identity())
@@ -354,22 +367,23 @@ def run_evaluation(settings: EvalSettings, extractor: Any = None, clip: Any = No
     if clip is None and settings.task == "wwbl":
         clip = build_clip(settings)
     task = build_task(settings, index, extractor, clip)
-    skipped = list(index.skipped)
-    pending = [u for u in units if u.key not in cache.records]
-    with tqdm(total=len(units), initial=len(units) - len(pending), desc=f"{settings.task}:{settings.dataset}",
+    done = {u.key: r for u in units if (r := cache.fitting(u)) is not None}
+    problems = {key: list(record.get("rejected", [])) for key, record in done.items()}
+    stale = sum(u.key in cache.by_key and u.key not in done for u in units)
+    if stale:
+        log.warning("%d image(s) recorded for other annotations are redone", stale)
+    pending = [u for u in units if u.key not in done]
+    with tqdm(total=len(units), initial=len(done), desc=f"{settings.task}:{settings.dataset}",
               disable=not settings.progress, unit="img") as bar:
-        for start in range(0, len(pending), settings.batch_size):
-            batch, images = _load_images(pending[start: start + settings.batch_size], skipped)
-            if batch:
-                cache.add(_process(task, batch, images, skipped))
-            bar.update(min(settings.batch_size, len(pending) - start))
-    metrics = task.score(units, cache.records)
+        _run_pending(task, pending, cache, done, problems, settings, bar)
+    scored = [scored_unit(u, done[u.key]) for u in units if u.key in done]
+    metrics = task.score(scored, done)
+    skipped = list(index.skipped) + [line for u in units for line in problems.get(u.key, [])]
     results = {"task": settings.task, "dataset": settings.dataset, "split": settings.split,
-               "method": settings.row_label, "metrics": metrics,
-               "images": sum(u.key in cache.records for u in units), "images_total": len(units),
+               "method": settings.row_label, "metrics": metrics, "images": len(scored), "images_total": len(units),
                "skipped": len(skipped), "settings": settings.identity()}
-    (out / "results.json").write_text(json.dumps(results, indent=2), encoding="utf-8")
-    (out / "skipped.json").write_text(json.dumps(skipped, indent=2), encoding="utf-8")
+    write_text_atomic(out / "skipped.json", json.dumps(skipped, indent=2))
+    write_text_atomic(out / "results.json", json.dumps(results, indent=2))
     for line in skipped[:20]:
         log.warning("skipped %s", line)
     write_tables([results], out)

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
+from wwbl.atomic_files import write_text_atomic
 from wwbl.errors import MissingResourceError
 
 DATASET_NAMES = {
@@ -130,11 +131,11 @@ def write_tables(results: Sequence[dict], out: str | Path, echo: bool = True) ->
     tables = build_tables(results)
     markdown = "\n".join(to_markdown(t) for t in tables)
     written = [out / "tables.md", out / "tables.json"]
-    written[0].write_text(markdown, encoding="utf-8")
-    written[1].write_text(json.dumps(tables, indent=2), encoding="utf-8")
+    write_text_atomic(written[0], markdown)
+    write_text_atomic(written[1], json.dumps(tables, indent=2))
     for table in tables:
         path = out / f"table_{table['key']}.csv"
-        path.write_text(to_csv(table), encoding="utf-8")
+        write_text_atomic(path, to_csv(table))
         written.append(path)
     if echo and markdown:
         print(markdown)
@@ -153,7 +154,17 @@ def collect_results(paths: Sequence[str | Path]) -> list[dict]:
             raise MissingResourceError(f"no evaluation results at '{path}'")
     if not found:
         raise MissingResourceError(f"no results.json under {', '.join(map(str, paths))}")
-    return [json.loads(p.read_text(encoding="utf-8")) for p in found]
+    return [_read_results(p) for p in found]
+
+
+def _read_results(path: Path) -> dict:
+    try:
+        results = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as err:
+        raise ValueError(f"'{path}' is not a readable results.json: {err}") from err
+    if not isinstance(results, dict):
+        raise ValueError(f"'{path}' is not a results.json (not a JSON object)")
+    return results
 
 
 def merge_runs(paths: Sequence[str | Path], out: str | Path) -> list[Path]:

@@ -21,6 +21,7 @@ from pathlib import Path
 from PIL import Image
 from tqdm import tqdm
 
+from wwbl.atomic_files import write_text_atomic
 from wwbl.defaults import DEFAULT_CAPTIONER
 from wwbl.devices import autocast, resolve_device
 from wwbl.errors import ImageLoadError, MissingResourceError
@@ -28,7 +29,7 @@ from wwbl.images import load_image, working_copy
 from wwbl.inference.api import WWbLModel, load
 from wwbl.inference.coco_results import CocoIds, record_coco_records, write_coco_results
 from wwbl.inference.options import box_rule_from_args, pipeline_options_from_args, scoring_from_args
-from wwbl.inference.outputs import complete_record, write_image_outputs, write_text_atomic
+from wwbl.inference.outputs import complete_record, write_image_outputs
 from wwbl.inference.pictures import display_size
 from wwbl.inference.results import GroundingResult, in_frame
 

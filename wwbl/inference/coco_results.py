@@ -28,9 +28,9 @@ from typing import Any
 
 import torch
 
+from wwbl.atomic_files import write_text_atomic
 from wwbl.boxes import Detections, to_coco_xywh
 from wwbl.errors import AnnotationError, MissingResourceError
-from wwbl.inference.outputs import write_text_atomic
 from wwbl.inference.results import GroundingResult
 
 PHRASE_CATEGORY_ID = 0

@@ -3,7 +3,6 @@ results JSON: `wwbl.inference.coco_results`)."""
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +10,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from wwbl.atomic_files import write_text_atomic
 from wwbl.inference.pictures import heatmap_png_name, overlay
 from wwbl.inference.results import DetectionResult, GroundingResult, IterativeResult
 
@@ -28,15 +28,6 @@ def result_record(result: GroundingResult, image_name: str) -> dict[str, Any]:
         record["crop_captions"] = result.crop_captions
         record["confidences"] = [round(v, 5) for v in result.confidences.tolist()]
     return record
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file in the same folder and an atomic rename,
-    so that a killed run leaves the old file or the new one, never half of one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.partial")
-    partial.write_text(text)
-    os.replace(partial, path)
 
 
 def output_files(stem: str, record: dict[str, Any]) -> list[str]:

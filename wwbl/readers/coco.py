@@ -36,11 +36,15 @@ def parse_coco_captions(data: Any, path: str) -> tuple[dict[int, str], dict[int,
     captions: dict[int, list[str]] = defaultdict(list)
     try:
         for img in data["images"]:
+            if int(img["id"]) in files:
+                raise AnnotationError(f"COCO captions file '{path}' lists the image id {img['id']} twice")
             files[int(img["id"])] = str(img["file_name"])
         for ann in data["annotations"]:
             text = " ".join(str(ann["caption"]).split())
             if text:
                 captions[int(ann["image_id"])].append(text)
+    except AnnotationError:
+        raise
     except (KeyError, TypeError, ValueError) as e:
         raise AnnotationError(f"malformed entry in COCO captions file '{path}': {e!r}") from e
     unknown = set(captions) - set(files)

@@ -5,6 +5,11 @@ GLIDE-inpainted images), ``mask/<category>_<cocoid>_mask.png`` (binary masks of 
 region), ``real/<category>_<cocoid>.png`` (unused here). The category in the mask file name is
 the text GLIDE was given; it becomes the sample's ``label`` (underscores read as spaces). Only
 fake images have a localisation target. Masks are binarised at > 127.
+
+Malformed input: a mask whose name is not ``<category>_<cocoid>_mask.png`` (or names no category), or
+without its fake image, is skipped at load; an unreadable mask (empty, truncated, not an image) is
+skipped by the evaluation when it is read; a COCO id given by two masks is kept once. Each is one line
+of the run's skipped list.
 """
 from __future__ import annotations
 
@@ -34,12 +39,14 @@ def load_cocoglide(root: str | Path, split: str = "test") -> DatasetIndex[MaskSa
         match = _MASK.match(name)
         if not match:
             raise AnnotationError(f"mask file name '{name}' is not '<category>_<cocoid>_mask.png'")
-        cocoid = match["cocoid"]
+        cocoid, label = match["cocoid"], match["label"].replace("_", " ").strip()
+        if not label:
+            raise AnnotationError(f"mask file name '{name}' names no category")
         image = fake_dir / f"glide_inpainting_val2017_{cocoid}_up.png"
         if not image.is_file():
             raise MissingResourceError(f"fake image for mask '{name}' not found: '{image}'")
         return [MaskSample(image_id=cocoid, image_path=image, mask_path=mask_path,
-                           label=match["label"].replace("_", " ").strip())]
+                           label=label)]
 
     masks = sorted(mask_dir.glob("*.png"))
     samples = collect(((m.name, m) for m in masks), build, skipped)

@@ -112,19 +112,46 @@ def first_existing(candidates: Sequence[Path], what: str, hint: str = "", is_dir
     raise MissingResourceError(f"{what} not found: expected a {kind} at one of {listed}{'. ' + hint if hint else ''}")
 
 
+def read_text(path: Path, what: str) -> str:
+    """A UTF-8 text file; bytes that are not UTF-8 raise an AnnotationError naming the file and line."""
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = data[: err.start].count(b"\n") + 1
+        raise AnnotationError(f"{what} '{path}' line {line}: not UTF-8 text ({err.reason} at byte {err.start})") from err
+
+
 def read_split_ids(path: Path, what: str) -> list[str]:
-    """Non-empty stripped lines of a split list (one image id per line)."""
+    """Non-empty stripped lines of a split list (one image id per line); an empty list is an error."""
     require_file(path, what)
-    return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    ids = [line.strip() for line in read_text(path, what).splitlines() if line.strip()]
+    if not ids:
+        raise AnnotationError(f"{what} '{path}' lists no image ids")
+    return ids
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object's members; a repeated name is refused (every reader would keep one value silently)."""
+    table: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in table:
+            raise AnnotationError(f"the key {key!r} appears twice in one object")
+        table[key] = value
+    return table
 
 
 def read_json(path: str | Path, what: str, hint: str = "") -> Any:
-    """A JSON file; a missing file or invalid JSON raises an error naming the file."""
+    """A JSON file; a missing file, invalid JSON or a key repeated in one object raises an error naming
+    the file (and the key)."""
     path = require_file(path, what, hint)
+    text = read_text(path, what)
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        return json.loads(text, object_pairs_hook=_unique_keys)
+    except json.JSONDecodeError as err:
         raise AnnotationError(f"{what} '{path}' is not valid JSON: {err}") from err
+    except AnnotationError as err:
+        raise AnnotationError(f"{what} '{path}': {err}") from err
 
 
 _SAFE_BUILTINS = {"dict", "list", "tuple", "set", "frozenset", "str", "bytes", "int", "float", "bool", "complex"}
@@ -166,6 +193,24 @@ def pickle_or_json(directory: Path, stem: str) -> Path:
     return as_json if not pickled.is_file() and as_json.is_file() else pickled
 
 
+def _positive_int(value: Any) -> int:
+    """A positive integer from an int, an integral float or a decimal string; ValueError otherwise."""
+    if isinstance(value, bool):
+        raise ValueError("a boolean")
+    number = value if isinstance(value, float) else int(value)
+    if number != int(number) or number <= 0:
+        raise ValueError("not a positive integer")
+    return int(number)
+
+
+def positive_size(height: Any, width: Any, where: str) -> tuple[int, int]:
+    """``(height, width)`` as positive integers; AnnotationError naming ``where`` otherwise."""
+    try:
+        return _positive_int(height), _positive_int(width)
+    except (TypeError, ValueError, OverflowError) as err:
+        raise AnnotationError(f"{where}: image size must be positive integers, got {height!r} x {width!r}") from err
+
+
 def image_size_hw(path: Path) -> tuple[int, int]:
     """(height, width) from the image header (no decoding); errors name the file."""
     if not path.is_file():
@@ -183,16 +228,33 @@ def image_size_hw(path: Path) -> tuple[int, int]:
 
 def box_tensor(values: Any, where: str) -> Tensor:
     """``(K, 4)`` xyxy float tensor from nested numbers; AnnotationError naming ``where`` if invalid."""
+    if _holds_bool(values):
+        raise AnnotationError(f"{where}: boxes are not numbers: {values!r}")
     try:
         boxes = torch.as_tensor(values, dtype=torch.float32)
-    except (TypeError, ValueError) as err:
+    except (TypeError, ValueError, RuntimeError) as err:
         raise AnnotationError(f"{where}: boxes are not numbers: {values!r}") from err
-    boxes = boxes.reshape(-1, 4) if boxes.numel() % 4 == 0 and boxes.numel() > 0 else boxes
+    if boxes.ndim == 1 and boxes.numel() % 4 == 0:  # a flat [x1, y1, x2, y2, …]
+        boxes = boxes.reshape(-1, 4)
     if boxes.ndim != 2 or boxes.shape[1] != 4 or boxes.shape[0] == 0:
         raise AnnotationError(f"{where}: expected boxes [x1, y1, x2, y2], got {values!r}")
     if not torch.isfinite(boxes).all() or (boxes[:, 2] < boxes[:, 0]).any() or (boxes[:, 3] < boxes[:, 1]).any():
         raise AnnotationError(f"{where}: invalid box (need finite x2 >= x1, y2 >= y1): {boxes.tolist()}")
     return boxes
+
+
+def boxes_outside_image(boxes: Tensor, size_hw: tuple[int, int]) -> Tensor:
+    """Per xyxy box, whether no part of it lies inside the ``(height, width)`` image (a box that
+    only overhangs the border, as publishers' boxes sometimes do, is inside)."""
+    height, width = size_hw
+    return (boxes[:, 2] <= 0) | (boxes[:, 3] <= 0) | (boxes[:, 0] >= width) | (boxes[:, 1] >= height)
+
+
+def _holds_bool(values: Any) -> bool:
+    """Whether nested lists hold a boolean (torch would read ``true`` as the coordinate 1)."""
+    if isinstance(values, bool):
+        return True
+    return isinstance(values, (list, tuple)) and any(_holds_bool(v) for v in values)
 
 
 def box_area_fraction(box: Tensor, size_hw: tuple[int, int]) -> float:
@@ -213,16 +275,32 @@ def make_phrase(text: Any, where: str, text_prefix: str = "", lowercase: bool = 
     return text_prefix + (text.lower() if lowercase else text)
 
 
+def sample_id(sample: Any) -> str:
+    """What identifies a sample in its benchmark: ``image/item`` for grounding, the image otherwise."""
+    item = getattr(sample, "item_id", None)
+    return f"image {sample.image_id} item {item}" if item is not None else f"image {sample.image_id}"
+
+
 def collect(items: Iterable[tuple[str, Any]], build: Callable[[str, Any], list[Any]], skipped: list[str]) -> list[Any]:
     """Apply ``build(key, raw)`` to each item; AnnotationError/MissingResourceError → ``skipped``.
 
     ``build`` returns a list of samples (possibly empty); this is how a batch loader reports and
-    skips a bad item without losing the rest.
+    skips a bad item without losing the rest. A sample whose id (``sample_id``) an earlier item
+    already gave is reported and skipped: the first stays, so no item is counted twice.
     """
     samples: list[Any] = []
+    first_key: dict[str, str] = {}
     for key, raw in items:
         try:
-            samples.extend(build(key, raw))
+            built = build(key, raw)
         except (AnnotationError, MissingResourceError) as err:
             skipped.append(f"{key}: {err}")
+            continue
+        for sample in built:
+            ident = sample_id(sample)
+            if ident in first_key:
+                skipped.append(f"{key}: duplicate {ident} (first given by {first_key[ident]}); the first is kept")
+                continue
+            first_key[ident] = key
+            samples.append(sample)
     return samples

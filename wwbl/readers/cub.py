@@ -10,9 +10,10 @@ Files (``root`` or ``root/CUB_200_2011``)::
     images/<relative path>
 
 ``test`` = ``is_train == 0`` (5,794 images). Boxes stay in the stored pixel coordinates
-(``[x, y, x + w, y + h]``, no offset). A malformed line fails its whole file; an image whose
-label, split or box is missing or invalid is reported in ``skipped`` (training, which must not
-be silently thinned, raises on it instead).
+(``[x, y, x + w, y + h]``, no offset). A malformed line (too few fields, a non-integer or repeated
+id, bytes that are not UTF-8) or an empty file fails its whole file; an image whose label, split or
+box is missing or invalid (not numbers, NaN, non-positive size) is reported in ``skipped`` (training,
+which must not be silently thinned, raises on it instead).
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from pathlib import Path
 
 from wwbl.boxes import from_coco_xywh
 from wwbl.errors import AnnotationError
-from wwbl.readers.common import DatasetIndex, WSOLSample, box_tensor, collect, first_existing, require_file
+from wwbl.readers.common import DatasetIndex, WSOLSample, box_tensor, collect, first_existing, read_text, require_file
 
 HINT = "Get CUB_200_2011.tgz from the Caltech-UCSD Birds site"
 SPLITS = ("train", "test")
@@ -30,16 +31,18 @@ def read_table(path: Path, what: str, columns: int) -> dict[str, list[str]]:
     """``id → remaining fields`` of a whitespace-separated CUB file (the last field may hold spaces)."""
     require_file(path, what, HINT)
     rows: dict[str, list[str]] = {}
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    for number, line in enumerate(read_text(path, what).splitlines(), start=1):
         if not line.strip():
             continue
         fields = line.split(maxsplit=columns - 1)
-        if len(fields) != columns or not fields[0].isdigit():
+        if len(fields) != columns or not (fields[0].isascii() and fields[0].isdigit()):
             raise AnnotationError(f"{what} '{path}' line {number}: expected {columns} fields starting with an "
                                   f"integer id, got {line.strip()!r}")
         if fields[0] in rows:
             raise AnnotationError(f"{what} '{path}' line {number}: duplicate id {fields[0]}")
         rows[fields[0]] = [f.strip() for f in fields[1:]]
+    if not rows:
+        raise AnnotationError(f"{what} '{path}' is empty")
     return rows
 
 
@@ -79,7 +82,7 @@ def load_cub(root: str | Path, split: str = "test") -> DatasetIndex[WSOLSample]:
             xywh = [float(v) for v in boxes[image_id]]
         except ValueError as err:
             raise AnnotationError(f"{where}: box in bounding_boxes.txt is not numeric: {boxes[image_id]}") from err
-        if xywh[2] <= 0 or xywh[3] <= 0:
+        if not xywh[2] > 0 or not xywh[3] > 0:  # also NaN
             raise AnnotationError(f"{where}: box in bounding_boxes.txt has non-positive size: {boxes[image_id]}")
         label = index_of[labels[image_id][0]]
         return [WSOLSample(image_id=image_id, image_path=root / "images" / path[0], size_hw=None, label=label,

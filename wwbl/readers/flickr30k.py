@@ -16,6 +16,11 @@ Protocol (reference, REFERENCE.md W§6.1): one sample per entity that has boxes 
 (0-based, as the reference); the entity is kept only if its **first** box covers more than
 ``min_area_fraction`` (0.05) of the image (size from the XML). ``text_prefix`` (e.g.
 ``"image of "``) is prepended to every phrase when given.
+
+Malformed input: an image whose XML or sentences file cannot be used (missing, empty, truncated, not
+XML, not UTF-8, no positive ``<size>``, a ``<bndbox>`` that is not numbers, unbalanced mention brackets)
+is skipped whole; an entity whose boxes are invalid (NaN, inverted) is skipped alone; an image listed
+twice in the split is kept once. Each is one line of ``DatasetIndex.skipped``.
 """
 from __future__ import annotations
 
@@ -33,7 +38,9 @@ from wwbl.readers.common import (
     first_existing,
     make_phrase,
     passes_area_filter,
+    positive_size,
     read_split_ids,
+    read_text,
     require_file,
 )
 
@@ -46,12 +53,9 @@ def parse_annotation_xml(path: Path) -> tuple[tuple[int, int], dict[str, list[li
     require_file(path, "Flickr30k Entities annotation", HINT)
     try:
         root = ET.parse(path).getroot()
-    except ET.ParseError as err:
+    except (ET.ParseError, ValueError, LookupError) as err:  # LookupError: an unknown declared encoding
         raise AnnotationError(f"'{path}' is not valid XML: {err}") from err
-    try:
-        size = (int(root.findtext("size/height")), int(root.findtext("size/width")))
-    except (TypeError, ValueError) as err:
-        raise AnnotationError(f"'{path}': missing or invalid <size><height>/<width>") from err
+    size = positive_size(root.findtext("size/height"), root.findtext("size/width"), f"'{path}' <size>")
     boxes: dict[str, list[list[float]]] = defaultdict(list)
     for index, obj in enumerate(root.iter("object")):
         box = obj.find("bndbox")
@@ -71,20 +75,23 @@ def parse_sentences(path: Path) -> list[list[tuple[str, str, list[str]]]]:
     """Per sentence the mentions ``(entity id, phrase, types)`` in order; errors name the line."""
     require_file(path, "Flickr30k Entities sentences", HINT)
     sentences = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    for number, line in enumerate(read_text(path, "Flickr30k Entities sentences").splitlines(), start=1):
         if not line.strip():
             continue
         mentions = _MENTION.findall(line)
         if len(mentions) != line.count("[/EN#") or line.count("[") != line.count("]"):
             raise AnnotationError(f"'{path}' line {number}: malformed mention brackets: {line!r}")
         sentences.append([(eid, phrase, [t for t in types.split("/") if t]) for eid, types, phrase in mentions])
+    if not sentences:
+        raise AnnotationError(f"'{path}' holds no sentences")
     return sentences
 
 
 def entity_samples(image_id: str, annotations: Path, sentences: Path, image_path: Path,
                    min_area_fraction: float | None = 0.05, text_prefix: str = "",
-                   lowercase: bool = True) -> list[GroundingSample]:
-    """The samples (one per boxed, mentioned entity) of one Flickr30k image."""
+                   lowercase: bool = True, skipped: list[str] | None = None) -> list[GroundingSample]:
+    """The samples (one per boxed, mentioned entity) of one Flickr30k image. An entity with invalid
+    boxes is reported in ``skipped`` and left out (raises when ``skipped`` is None)."""
     size_hw, boxes = parse_annotation_xml(annotations)
     phrases: dict[str, list[str]] = defaultdict(list)
     types: dict[str, str] = {}
@@ -98,7 +105,13 @@ def entity_samples(image_id: str, annotations: Path, sentences: Path, image_path
     for entity, entity_boxes in boxes.items():
         if entity not in phrases:
             continue
-        gt = box_tensor(entity_boxes, f"'{annotations}' entity {entity}")
+        try:
+            gt = box_tensor(entity_boxes, f"'{annotations}' entity {entity}")
+        except AnnotationError as err:
+            if skipped is None:
+                raise
+            skipped.append(f"{image_id}/{entity}: {err}")
+            continue
         if not passes_area_filter(gt[0], size_hw, min_area_fraction):
             continue
         samples.append(GroundingSample(image_id=image_id, image_path=image_path, size_hw=size_hw,
@@ -137,7 +150,7 @@ def load_flickr30k(root: str | Path, split: str = "test", min_area_fraction: flo
     def build(image_id: str, _: object) -> list[GroundingSample]:
         return entity_samples(image_id, ann_root / "Annotations" / f"{image_id}.xml",
                               ann_root / "Sentences" / f"{image_id}.txt", image_root / f"{image_id}.jpg",
-                              min_area_fraction, text_prefix, lowercase)
+                              min_area_fraction, text_prefix, lowercase, skipped)
 
     ids = read_split_ids(split_file, "Flickr30k split list")
     samples = collect(((i, None) for i in ids), build, skipped)

@@ -13,6 +13,11 @@ Protocol (reference, REFERENCE.md W§6.1): one sample per query; boxes covering 
 The image size comes from the image header. The reference gave ReferIt queries a single
 ``"image of "`` prefix at evaluation time (an extractor option here); ``text_prefix`` adds one in
 the loader. Queries are not lowercased by default (the reference used them as stored).
+
+Malformed input: an unreadable table (not a pickle / JSON, not a dict, a key repeated in the JSON) fails
+the load naming the file; an image entry that is not ``{"annotations": [...]}``, whose id is not an
+integer or whose image is missing or unreadable is skipped; an annotation without a text query or with
+invalid boxes (not numbers, NaN, inverted) is skipped alone. Each is one line of ``DatasetIndex.skipped``.
 """
 from __future__ import annotations
 
@@ -67,17 +72,26 @@ def load_referit(root: str | Path, split: str = "test", min_area_fraction: float
         size_hw = image_size_hw(path)
         samples = []
         for index, ann in enumerate(entry["annotations"]):
-            spot = f"{where} annotation {index}"
-            if not isinstance(ann, dict) or "query" not in ann or "bbox" not in ann:
-                raise AnnotationError(f"{spot}: needs 'query' and 'bbox'")
-            boxes = box_tensor(ann["bbox"], spot)
-            kept = boxes[[passes_area_filter(b, size_hw, min_area_fraction) for b in boxes]]
-            if len(kept) == 0:
+            try:  # a bad annotation is reported alone; the image's other queries stay
+                sample = _query_sample(ann, f"{where} annotation {index}", image_id, index, path, size_hw)
+            except AnnotationError as err:
+                skipped.append(str(err))
                 continue
-            samples.append(GroundingSample(image_id=image_id, image_path=path, size_hw=size_hw,
-                                           phrases=[make_phrase(ann["query"], spot, text_prefix, lowercase)],
-                                           gt_boxes=kept, item_id=f"{image_id}/{index}"))
+            if sample is not None:
+                samples.append(sample)
         return samples
+
+    def _query_sample(ann: Any, spot: str, image_id: str, index: int, path: Path,
+                      size_hw: tuple[int, int]) -> GroundingSample | None:
+        if not isinstance(ann, dict) or "query" not in ann or "bbox" not in ann:
+            raise AnnotationError(f"{spot}: needs 'query' and 'bbox'")
+        boxes = box_tensor(ann["bbox"], spot)
+        phrase = make_phrase(ann["query"], spot, text_prefix, lowercase)
+        kept = boxes[[passes_area_filter(b, size_hw, min_area_fraction) for b in boxes]]
+        if len(kept) == 0:
+            return None
+        return GroundingSample(image_id=image_id, image_path=path, size_hw=size_hw, phrases=[phrase],
+                               gt_boxes=kept, item_id=f"{image_id}/{index}")
 
     samples = collect(((str(k), v) for k, v in table.items()), build, skipped)
     return DatasetIndex(name="referit", split=split, samples=samples, skipped=skipped)

@@ -17,6 +17,13 @@ Protocol: one sample per region of a test image whose box ``[x, y, x + w, y + h]
 than ``min_area_fraction`` (5 %) of the image; the phrase is lowercased. The reference's VG
 evaluation of g used a **double** ``"image of "`` prefix (loader + evaluation); reproduce it with
 ``text_prefix="image of "`` here plus the extractor's own ``"image of "``.
+
+Malformed input: an unreadable split file, region_descriptions.json or image_data.json (not JSON, not
+UTF-8, wrong top-level type, a key repeated in one object, an image_data entry without a positive
+integer size) fails the load naming the file and entry; an image entry without an id or a regions list,
+or whose image is missing, is skipped; a region without a text phrase or with an invalid box (strings,
+null, NaN, negative size) is skipped alone; a region id given twice for one image is kept once. Each is
+one line of ``DatasetIndex.skipped``.
 """
 from __future__ import annotations
 
@@ -35,6 +42,7 @@ from wwbl.readers.common import (
     make_phrase,
     passes_area_filter,
     pickle_or_json,
+    positive_size,
     read_json,
     read_pickle_or_json,
     read_split_ids,
@@ -48,13 +56,16 @@ def _image_sizes(ann_dir: Path) -> dict[str, tuple[int, int]]:
     path = ann_dir / "image_data.json"
     if not path.is_file():
         return {}
+    items = read_json(path, "Visual Genome image_data.json")
+    if not isinstance(items, list):
+        raise AnnotationError(f"'{path}' must hold a list of {{image_id, width, height}} entries")
     sizes = {}
-    for index, item in enumerate(read_json(path, "Visual Genome image_data.json")):
-        try:
-            key = item.get("image_id", item.get("id"))
-            sizes[str(key)] = (int(item["height"]), int(item["width"]))
-        except (AttributeError, KeyError, TypeError, ValueError) as err:
-            raise AnnotationError(f"'{path}' entry {index}: needs image_id/id, width and height") from err
+    for index, item in enumerate(items):
+        where = f"'{path}' entry {index}"
+        key = item.get("image_id", item.get("id")) if isinstance(item, dict) else None
+        if key is None or "height" not in item or "width" not in item:
+            raise AnnotationError(f"{where}: needs image_id/id, width and height")
+        sizes[str(key)] = positive_size(item["height"], item["width"], where)
     return sizes
 
 
@@ -126,10 +137,12 @@ def parse_region_descriptions(entries: list[Any], path: str | Path, max_words: i
 def region_box(region: Any, where: str) -> tuple[str, Any]:
     """``(phrase, [x, y, x + w, y + h])`` of one VG region; AnnotationError if malformed."""
     try:
-        xywh = [float(region[k]) for k in ("x", "y", "width", "height")]
-        return region["phrase"], box_tensor(from_coco_xywh(xywh), where)
-    except (KeyError, TypeError, ValueError) as err:
+        values = [region[k] for k in ("phrase", "x", "y", "width", "height")]
+    except (KeyError, TypeError, IndexError) as err:
         raise AnnotationError(f"{where}: needs phrase, x, y, width, height") from err
+    if any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in values[1:]):
+        raise AnnotationError(f"{where}: x, y, width, height must be numbers, got {values[1:]!r}")
+    return values[0], box_tensor(from_coco_xywh([float(v) for v in values[1:]]), where)
 
 
 def load_visual_genome(root: str | Path, split: str = "test", min_area_fraction: float | None = 0.05,
@@ -157,8 +170,11 @@ def load_visual_genome(root: str | Path, split: str = "test", min_area_fraction:
     def build(image_id: str, entry: dict) -> list[GroundingSample]:
         path = image_root / f"{image_id}.jpg"
         size_hw = sizes.get(image_id) or image_size_hw(path)
+        regions = entry.get("regions")
+        if not isinstance(regions, list):
+            raise AnnotationError(f"'{regions_file}' image {image_id}: 'regions' is not a list")
         samples = []
-        for index, region in enumerate(entry.get("regions") or []):
+        for index, region in enumerate(regions):
             where = f"'{regions_file}' image {image_id} region {index}"
             try:  # a bad region is reported alone; the image's other regions stay
                 phrase, box = region_box(region, where)

@@ -14,6 +14,12 @@ index = ``label``; each entry holds the class's names, synonyms after the first)
   in class order), ``ILSVRC/Annotations/CLS-LOC/val/<id>.xml`` (VOC XML, one ``<object>`` per box),
   ``ILSVRC/Data/CLS-LOC/val/<id>.JPEG``; ``annotations_dir``/``images_dir`` override (e.g. the
   ``val/`` folder of ``ILSVRC2012_bbox_val_v3.tgz``).
+
+Malformed input: an unreadable list or meta file (not a MATLAB file, a missing field, labels that are
+not integers, a synset line without a name, bytes that are not UTF-8) fails the load naming the file;
+an item whose record or box XML is unusable (empty, truncated, not XML, no ``<bndbox>``, boxes that are
+not numbers, NaN, inverted, an unknown class) is skipped; an image listed twice is kept once. Each is
+one line of ``DatasetIndex.skipped``.
 """
 from __future__ import annotations
 
@@ -31,6 +37,7 @@ from wwbl.readers.common import (
     box_tensor,
     collect,
     first_existing,
+    read_text,
     require_dir,
     require_file,
 )
@@ -47,8 +54,22 @@ def _loadmat(path: Path, what: str, hint: str) -> dict[str, Any]:
         raise AnnotationError(f"{what} '{path}' cannot be read as a MATLAB file: {err}") from err
 
 
+def _mat_field(table: dict[str, Any], name: str, path: Path) -> Any:
+    """A top-level variable of a loaded .mat file; AnnotationError naming the file when it is absent."""
+    if name not in table:
+        raise AnnotationError(f"'{path}' has no variable '{name}'")
+    return table[name]
+
+
 def _mat_strings(value: Any) -> list[str]:
     return [str(v) for v in np.atleast_1d(value)]
+
+
+def _mat_ints(value: Any, where: str) -> list[int]:
+    try:
+        return [int(v) for v in np.atleast_1d(value)]
+    except (TypeError, ValueError, OverflowError) as err:
+        raise AnnotationError(f"{where}: not integers: {err}") from err
 
 
 # ----------------------------------------------------------------------------- Stanford Cars
@@ -61,26 +82,35 @@ def load_stanford_cars(root: str | Path, split: str = "test") -> DatasetIndex[WS
     root = Path(root)
     if split not in ("train", "test"):
         raise ValueError(f"unknown Stanford Cars split {split!r}; expected train or test")
-    meta = _loadmat(first_existing([root / "devkit" / "cars_meta.mat", root / "cars_meta.mat"], "cars_meta.mat",
-                                   CARS_HINT, is_dir=False), "Stanford Cars meta", CARS_HINT)
-    class_names = [(name,) for name in _mat_strings(meta.get("class_names"))]
+    meta_path = first_existing([root / "devkit" / "cars_meta.mat", root / "cars_meta.mat"], "cars_meta.mat",
+                               CARS_HINT, is_dir=False)
+    meta = _loadmat(meta_path, "Stanford Cars meta", CARS_HINT)
+    class_names = [(name,) for name in _mat_strings(_mat_field(meta, "class_names", meta_path))]
     ann_path = (first_existing([root / "cars_test_annos_withlabels.mat", root / "devkit" / "cars_test_annos_withlabels.mat"],
                                "Stanford Cars test annotations with labels", CARS_HINT, is_dir=False)
                 if split == "test" else root / "devkit" / "cars_train_annos.mat")
     table = _loadmat(ann_path, f"Stanford Cars {split} annotations", CARS_HINT).get("annotations")
     fields = ("bbox_x1", "bbox_y1", "bbox_x2", "bbox_y2", "class", "fname")
-    if table is None or table.dtype.names is None or not set(fields) <= set(table.dtype.names):
+    if not set(fields) <= set(getattr(getattr(table, "dtype", None), "names", None) or ()):
         raise AnnotationError(f"'{ann_path}': expected a struct 'annotations' with fields {fields}")
     image_dir = require_dir(root / f"cars_{split}", f"Stanford Cars {split} images", CARS_HINT)
     skipped: list[str] = []
 
     def build(index: str, record: Any) -> list[WSOLSample]:
         where = f"'{ann_path}' annotations({int(index) + 1})"
-        label = int(record["class"]) - 1
+        classes = _mat_ints(record["class"], f"{where} class")
+        if len(classes) != 1:
+            raise AnnotationError(f"{where}: expected one class, got {classes}")
+        label = classes[0] - 1
         if not 0 <= label < len(class_names):
             raise AnnotationError(f"{where}: class {label + 1} outside 1..{len(class_names)}")
-        box = box_tensor([float(record[k]) for k in fields[:4]], where)
-        fname = str(record["fname"])
+        try:
+            box = box_tensor([float(record[k]) for k in fields[:4]], where)
+        except (TypeError, ValueError) as err:
+            raise AnnotationError(f"{where}: bbox_x1..bbox_y2 are not numbers") from err
+        fname = str(record["fname"]).strip()
+        if not fname:
+            raise AnnotationError(f"{where}: empty fname")
         return [WSOLSample(image_id=Path(fname).stem, image_path=image_dir / fname, size_hw=None, label=label,
                            class_names=class_names[label], gt_boxes=box)]
 
@@ -96,7 +126,7 @@ def parse_voc_boxes(path: Path) -> tuple[list[str], list[list[float]]]:
     require_file(path, "box annotation")
     try:
         root = ET.parse(path).getroot()
-    except ET.ParseError as err:
+    except (ET.ParseError, ValueError, LookupError) as err:  # LookupError: an unknown declared encoding
         raise AnnotationError(f"'{path}' is not valid XML: {err}") from err
     names, boxes = [], []
     for index, obj in enumerate(root.iter("object")):
@@ -123,11 +153,12 @@ def load_stanford_dogs(root: str | Path, split: str = "test") -> DatasetIndex[WS
     root = Path(root)
     if split not in ("train", "test"):
         raise ValueError(f"unknown Stanford Dogs split {split!r}; expected train or test")
-    lists = _loadmat(first_existing([root / "lists" / f"{split}_list.mat", root / f"{split}_list.mat"],
-                                    f"Stanford Dogs {split}_list.mat", DOGS_HINT, is_dir=False),
-                     f"Stanford Dogs {split} list", DOGS_HINT)
-    files, annotations = _mat_strings(lists.get("file_list")), _mat_strings(lists.get("annotation_list"))
-    labels = [int(v) for v in np.atleast_1d(lists.get("labels"))]
+    list_path = first_existing([root / "lists" / f"{split}_list.mat", root / f"{split}_list.mat"],
+                               f"Stanford Dogs {split}_list.mat", DOGS_HINT, is_dir=False)
+    lists = _loadmat(list_path, f"Stanford Dogs {split} list", DOGS_HINT)
+    files = _mat_strings(_mat_field(lists, "file_list", list_path))
+    annotations = _mat_strings(_mat_field(lists, "annotation_list", list_path))
+    labels = _mat_ints(_mat_field(lists, "labels", list_path), f"'{list_path}' labels")
     if not (len(files) == len(annotations) == len(labels)) or not files:
         raise AnnotationError(f"Stanford Dogs {split}_list.mat: file_list, annotation_list and labels differ in length")
     folders = {}
@@ -160,14 +191,19 @@ def read_synset_mapping(path: Path) -> tuple[list[str], list[tuple[str, ...]]]:
     """``(wnids, names)`` from lines ``n01440764 tench, Tinca tinca`` (class order = line order)."""
     require_file(path, "ImageNet synset mapping", IMAGENET_HINT)
     wnids, names = [], []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    for number, line in enumerate(read_text(path, "ImageNet synset mapping").splitlines(), start=1):
         if not line.strip():
             continue
         parts = line.strip().split(" ", 1)
-        if len(parts) != 2 or not parts[0].startswith("n"):
+        synonyms = tuple(n.strip() for n in parts[1].split(",") if n.strip()) if len(parts) == 2 else ()
+        if not synonyms or not parts[0].startswith("n"):
             raise AnnotationError(f"'{path}' line {number}: expected 'wnid name, synonym, …', got {line!r}")
+        if parts[0] in wnids:
+            raise AnnotationError(f"'{path}' line {number}: synset {parts[0]} listed twice")
         wnids.append(parts[0])
-        names.append(tuple(n.strip() for n in parts[1].split(",") if n.strip()))
+        names.append(synonyms)
+    if not wnids:
+        raise AnnotationError(f"'{path}' lists no synsets")
     return wnids, names
 
 

@@ -18,11 +18,17 @@ phrase → type table over all images — a per-image lookup here).
 
 Protocol: one sample per row; only the **first** query is used (Adapting-CLIP), one GT box; no
 area filter; scored with strict ``IoU > thr`` (0.5 Flickr, 0.3 VG; ``ACC_THRESHOLDS``).
+
+Malformed input: a CSV without the needed columns or whose quoting breaks the layout fails the load
+naming the file and line; a row that is short, holds bytes that are not UTF-8, an empty or non-text
+query, or a bbox that is not a list of four numbers (strings, null, NaN, inverted) is skipped. Each is
+one line of ``DatasetIndex.skipped``.
 """
 from __future__ import annotations
 
 import ast
 import csv
+import re
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +56,8 @@ ZSG_SPLITS: dict[str, tuple[str, dict[str, str], str]] = {
     "zsg_vg_s1": ("vg_split", {"train": "train", "val": "val_balanced", "test": "test_balanced_c3"}, "vg"),
 }
 ACC_THRESHOLDS = {"flickr": 0.5, "vg": 0.3}
+_LITERAL_ERRORS = (ValueError, TypeError, SyntaxError, MemoryError, RecursionError)  # what literal_eval raises
+_UNDECODED = re.compile("[\udc80-\udcff]")  # bytes that were not UTF-8, kept by errors="surrogateescape"
 
 
 def acc_threshold(name: str) -> float:
@@ -63,9 +71,9 @@ def parse_queries(text: str, where: str) -> list[str]:
     if text.startswith("["):
         try:
             value = ast.literal_eval(text)
-        except (ValueError, SyntaxError) as err:
+        except _LITERAL_ERRORS as err:
             raise AnnotationError(f"{where}: query list is not a valid literal: {text!r}") from err
-        if not isinstance(value, list) or not all(isinstance(q, str) for q in value):
+        if not isinstance(value, list) or not value or not all(isinstance(q, str) for q in value):
             raise AnnotationError(f"{where}: query list must hold strings: {text!r}")
         return value
     return [text]
@@ -73,9 +81,10 @@ def parse_queries(text: str, where: str) -> list[str]:
 
 def parse_bbox(text: str, where: str) -> Any:
     try:
-        return box_tensor(ast.literal_eval((text or "").strip()), where)
-    except (ValueError, SyntaxError) as err:
+        value = ast.literal_eval((text or "").strip())
+    except _LITERAL_ERRORS as err:
         raise AnnotationError(f"{where}: bbox is not a list literal: {text!r}") from err
+    return box_tensor(value, where)
 
 
 def _other_phrases(sentences_dir: Path, image_id: str) -> set[str]:
@@ -107,6 +116,8 @@ def load_zsgnet(name: str, root: str | Path, split: str = "test", text_prefix: s
     other_cache: dict[str, set[str]] = {}
 
     def build(where: str, row: dict[str, str]) -> list[GroundingSample]:
+        if any(isinstance(v, str) and _UNDECODED.search(v) for v in row.values()):
+            raise AnnotationError(f"{where}: not UTF-8 text")
         if kind == "flickr":
             image_file = (row.get("img_id") or "").strip()
             queries = parse_queries(row.get("query", ""), where)
@@ -127,11 +138,14 @@ def load_zsgnet(name: str, root: str | Path, split: str = "test", text_prefix: s
         return [GroundingSample(image_id=image_id, image_path=image_root / image_file, size_hw=None, phrases=phrases,
                                 gt_boxes=parse_bbox(row.get("bbox", ""), where), item_id=where.rsplit(" ", 1)[-1])]
 
-    with csv_path.open(encoding="utf-8", newline="") as f:
+    with csv_path.open(encoding="utf-8", errors="surrogateescape", newline="") as f:
         reader = csv.DictReader(f)
         needed = {"bbox", "img_id", "query"} if kind == "flickr" else {"bbox", "image_fpath", "phrase"}
-        if not needed <= set(reader.fieldnames or []):
-            raise AnnotationError(f"'{csv_path}' header {reader.fieldnames} lacks the columns {sorted(needed)}")
-        rows = ((f"'{csv_path}' line {reader.line_num} row{index}", row) for index, row in enumerate(reader))
-        samples = collect(rows, build, skipped)
+        try:
+            if not needed <= set(reader.fieldnames or []):
+                raise AnnotationError(f"'{csv_path}' header {reader.fieldnames} lacks the columns {sorted(needed)}")
+            rows = ((f"'{csv_path}' line {reader.line_num} row{index}", row) for index, row in enumerate(reader))
+            samples = collect(rows, build, skipped)
+        except csv.Error as err:  # e.g. a NUL byte: the rows after it cannot be told apart
+            raise AnnotationError(f"'{csv_path}' line {reader.line_num}: not a readable CSV row ({err})") from err
     return DatasetIndex(name=name, split=split, samples=samples, skipped=skipped)
