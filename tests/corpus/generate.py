@@ -315,6 +315,7 @@ def option_cases(root: Path) -> list[Case]:
     return [
         _option("device_cuda_without_gpu", ["--device", "cuda"], "device 'cuda' is not available", needs_no_cuda=True),
         _option("device_mps_without_mps", ["--device", "mps"], "device 'mps' is not available", needs_no_mps=True),
+        _option("device_cuda_index_absent", ["--device", "cuda:7"], "device 'cuda:7' is not available"),
         _option("device_nonsense", ["--device", "tpu9"], "unknown device 'tpu9'"),
         _option("device_empty", ["--device", ""], "unknown device ''"),
         _option("batch_size_zero", ["--batch-size", "0"], "--batch-size: must be at least 1, got 0"),
@@ -481,7 +482,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", required=True, type=Path, help="a new (or empty) folder for the corpus")
     parser.add_argument("--slow", action="store_true", help="also write the large images (12000×9000, 100000×2)")
     args = parser.parse_args(argv)
-    manifest = generate(args.out, args.slow)
+    try:
+        manifest = generate(args.out, args.slow)
+    except FileExistsError as error:
+        parser.error(str(error))
     print(f"wrote {len(manifest['cases'])} cases to {args.out} (manifest.json)")
     return 0
 
