@@ -111,9 +111,9 @@ def run_batch(args: argparse.Namespace, items: list[tuple[Path, str]], failures:
     ``failures`` are inputs already refused (unreadable or special files), reported with the rest."""
     out = Path(args.out)
     try:
-        prepare_output_folder(out)
+        check_output_folder(out)
     except OSError as error:
-        print(f"error: cannot write into {str(out)!r}: {error.strerror or error}", file=sys.stderr)
+        print(f"error: cannot write into {str(out)!r} ({error.strerror or error})", file=sys.stderr)
         return 2
     try:
         args.device = resolve_device(args.device)
@@ -156,11 +156,12 @@ def run_batch(args: argparse.Namespace, items: list[tuple[Path, str]], failures:
     return 1 if failures else 0
 
 
-def prepare_output_folder(out: Path) -> None:
-    """Create ``out`` and write a file there (OSError if either fails), before any model loads: the
-    parse-time check (``os.access``) tells root yes even where /proc, /sys or a read-only mount refuse."""
-    out.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryFile(dir=out):
+def check_output_folder(out: Path) -> None:
+    """OSError unless a file can be written in ``out`` (or, not there yet, in its nearest existing parent),
+    leaving nothing behind; before any model loads. The parse-time check (``os.access``) tells root yes
+    even where /proc, /sys or a read-only mount refuse files."""
+    existing = next(folder for folder in (out, *out.parents) if folder.exists())
+    with tempfile.TemporaryFile(dir=existing):
         pass
 
 
