@@ -35,6 +35,7 @@ from wwbl.cli import (
     add_precision_argument,
     add_score_arguments,
     output_dir,
+    phrase_text,
     positive_int,
 )
 
@@ -48,7 +49,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = OneLineParser(description=__doc__.split("\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--image", action="append", required=True, help="image file, folder or glob (repeatable)")
-    p.add_argument("--phrase", action="append", default=None, help="phrase to ground (repeatable); switches to WSG")
+    p.add_argument("--phrase", action="append", type=phrase_text, default=None, help="phrase to ground (repeatable); switches to WSG")
     p.add_argument("--checkpoint", default=None,
                    help="exported network g folder (python -m wwbl.export); none: the bundled shapes-world g")
     p.add_argument("--method", default="g", help="heatmap source: " + ", ".join(defaults.HEATMAP_SOURCES))

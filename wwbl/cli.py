@@ -36,6 +36,13 @@ def positive_int(text: str) -> int:
     return value
 
 
+def phrase_text(text: str) -> str:
+    """An argparse type: a phrase with some text (an empty one would fail every image, not the command)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError(f"a phrase must hold some text, got {text!r}")
+    return text
+
+
 def max_side(text: str) -> int | None:
     """An argparse type: the working resolution, a whole number ≥ 1 of pixels, or ``none`` (no cap)."""
     return None if text.strip().lower() == "none" else positive_int(text)

@@ -30,8 +30,10 @@ def load_image(path: str | os.PathLike) -> Image.Image:
     past PIL's chunk limits.
     """
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise ImageLoadError(f"image file not found: {path}")
+    if not path.is_file():
+        raise ImageLoadError(f"{path} is not a regular file (a folder, FIFO, device or socket)")
     try:
         with warnings.catch_warnings():
             # PIL warns from half its limit on; those images are loaded (and worked on downscaled, see

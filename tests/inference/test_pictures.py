@@ -129,6 +129,16 @@ def test_too_long_labels_are_shortened_to_the_width():
     assert fit_text(draw, "short", font, 90) == "short"
 
 
+def test_a_label_of_thousands_of_characters_is_cut_to_the_longest_prefix_that_fits():
+    picture = Image.new("RGB", (512, 40))
+    draw, font = ImageDraw.Draw(picture), ImageFont.load_default(size=16)
+    text = " ".join(f"word{k}" for k in range(800))  # ~6,000 characters: one measurement each would take minutes
+    fitted = fit_text(draw, text, font, 500)
+    prefix = fitted[:-1]
+    assert fitted.endswith("…") and text.startswith(prefix) and draw.textlength(fitted, font=font) <= 500
+    assert draw.textlength(text[:len(prefix) + 1] + "…", font=font) > 500  # one more character would not fit
+
+
 @pytest.mark.parametrize("width, height", [(64, 64), (70, 40), (640, 520)])
 def test_one_png_per_phrase_of_the_display_size_named_in_the_json(tmp_path, width, height):
     heat = torch.zeros(3, height, width)

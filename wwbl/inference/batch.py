@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -109,6 +110,12 @@ def summary_line(path: Path, result: GroundingResult) -> str:
 def run_batch(args: argparse.Namespace, items: list[tuple[Path, str]], failures: list[dict] | None = None) -> int:
     """Run the job over ``(path, output stem)`` items and write the outputs under ``args.out``;
     ``failures`` are inputs already refused (unreadable or special files), reported with the rest."""
+    out = Path(args.out)
+    try:
+        check_output_folder(out)
+    except OSError as error:
+        print(f"error: cannot write into {str(out)!r} ({error.strerror or error})", file=sys.stderr)
+        return 2
     try:
         args.device = resolve_device(args.device)
         coco_ids = CocoIds.from_ground_truth(args.coco_gt) if args.coco_gt else CocoIds()
@@ -119,7 +126,6 @@ def run_batch(args: argparse.Namespace, items: list[tuple[Path, str]], failures:
     except (FileNotFoundError, ValueError, KeyError) as error:  # MissingResourceError is a FileNotFoundError
         print(f"error: {error}", file=sys.stderr)
         return 2
-    out = Path(args.out)
     records = completed_records(out, items) if args.resume else {}
     pending = [item for item in items if item[0] not in records]
     refused, failures = list(failures or []), []
@@ -149,6 +155,15 @@ def run_batch(args: argparse.Namespace, items: list[tuple[Path, str]], failures:
           + (f"; {kept} already complete there" if kept else "")
           + (f"; {len(failures)} failed (see failures.json)" if failures else ""))
     return 1 if failures else 0
+
+
+def check_output_folder(out: Path) -> None:
+    """OSError unless a file can be written in ``out`` (or, not there yet, in its nearest existing parent),
+    leaving nothing behind; before any model loads. The parse-time check (``os.access``) tells root yes
+    even where /proc, /sys or a read-only mount refuse files."""
+    existing = next(folder for folder in (out, *out.parents) if folder.exists())
+    with tempfile.TemporaryFile(dir=existing):
+        pass
 
 
 def completed_records(out: Path, items: list[tuple[Path, str]]) -> dict[Path, dict]:
