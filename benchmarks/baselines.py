@@ -25,7 +25,9 @@ Training (`ReleasedTrainingStep`), as `gen_step`:
 
 Algorithm 1 (`ReleasedWWbL`), as `inference_wwbl`: one image at a time; each crop preprocessed on its
 own, captioned in chunks of ``chunk_size`` (120) per image — no batching across images, no sharing of
-identical crops; captions encoded at the full context, uncached; per cluster the representative is
+identical crops — by the released BLIP's decoding (salesforce/BLIP ``models/med.py``: the decoder caches
+its self-attention only; every step projects the beam-repeated image embeddings to cross-attention keys
+and values again, in every layer); captions encoded at the full context, uncached; per cluster the representative is
 encoded again and network g runs once per cluster (its image encoder included). The released code stops
 at the heatmaps; the box rule is applied here to each map so that both formulations return boxes.
 """
@@ -39,12 +41,14 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor, nn
+from transformers.cache_utils import DynamicCache, EncoderDecoderCache
 
 from wwbl.box_rules import BoxRule
 from wwbl.boxes import Detections
 from wwbl.clip import FrozenCLIP, minmax_normalize
 from wwbl.extractors.network_g import NetworkGExtractor
 from wwbl.images import as_tensor01, resize_heatmap, resize_square
+from wwbl.inference.blip_decoding import decode_with_cache
 from wwbl.inference.captioner import BlipCaptioner
 from wwbl.inference.community import community_detection, representatives
 from wwbl.inference.proposals import ProposalGenerator
@@ -259,9 +263,10 @@ class ReleasedWWbL:
         for start in range(0, len(pixels), settings.chunk_size):
             chunk = torch.cat(pixels[start:start + settings.chunk_size]).to(device, dtype)
             prompt = cap.processor.tokenizer([settings.prompt] * len(chunk), return_tensors="pt").input_ids
-            output = model.generate(pixel_values=chunk, input_ids=prompt.to(device), num_beams=settings.num_beams,
-                                    min_length=settings.min_length, max_length=settings.max_length,
-                                    **settings.generate_kwargs)
+            output = decode_with_cache(model, chunk, prompt.to(device), settings.num_beams,
+                                       lambda _: released_blip_cache(model.text_decoder.config),
+                                       min_length=settings.min_length, max_length=settings.max_length,
+                                       **settings.generate_kwargs)
             captions.extend(_strip_prompt(t, settings.prompt)
                             for t in cap.processor.tokenizer.batch_decode(output, skip_special_tokens=True))
         return captions
@@ -290,3 +295,28 @@ def _strip_prompt(text: str, prompt: str) -> str:
     """BLIP's decoded text without the prompt (the released code strips ``"a picture of "``)."""
     prompt, text = prompt.strip().lower(), text.strip()
     return text[len(prompt):].strip() if prompt and text.lower().startswith(prompt) else text
+
+
+class _NeverUpdated(dict):
+    """``EncoderDecoderCache.is_updated`` that never says a layer's cross-attention is cached."""
+
+    def __setitem__(self, layer: int, updated: bool) -> None:
+        pass
+
+
+def released_blip_cache(config: object) -> EncoderDecoderCache:
+    """A decoder cache that keeps self-attention only, as the released BLIP's ``med.py``: the
+    cross-attention keys and values are projected from the (beam-repeated) image embeddings again
+    at every step; nothing of them is stored or reordered."""
+
+    class Forgetful(DynamicCache):
+        def update(self, keys: Tensor, values: Tensor, layer_idx: int, *args, **kwargs) -> tuple[Tensor, Tensor]:
+            return keys, values
+
+    class SelfAttentionOnly(EncoderDecoderCache):
+        def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
+            self.self_attention_cache.reorder_cache(beam_idx)
+
+    cache = SelfAttentionOnly(DynamicCache(config=config), Forgetful(config=config))
+    cache.is_updated = _NeverUpdated()
+    return cache

@@ -13,6 +13,7 @@ LAZY_ALLOWED = {
     ("__init__.py", "wwbl.inference.api"): "`import wwbl` stays cheap; `wwbl.load` pulls in torch and CLIP",
     ("extractors/base.py", "wwbl.extractors"): "the package imports base.py, then registers its extractors",
     ("inference/captioner.py", "transformers"): "transformers takes seconds to import; only BLIP needs it",
+    ("inference/blip_decoding.py", "transformers"): "transformers takes seconds to import; only BLIP needs it",
     ("inference/blip_convert.py", "transformers"): "transformers takes seconds to import; only BLIP needs it",
     ("evaluation/__main__.py", "wwbl.devices"): "the command parses its flags before torch loads (--help at once)",
     ("evaluation/__main__.py", "wwbl.evaluation.evaluate"): "the command parses its flags before torch loads",

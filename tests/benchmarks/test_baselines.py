@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 import torch
 from _common import RepeatableProposals, captions_depend_on_the_image
-from baselines import RELEASED_LOSS_OPTIONS, RELEASED_PREFIX, RELEASED_WEIGHTS, ReleasedTrainingStep, ReleasedWWbL
+from baselines import (RELEASED_LOSS_OPTIONS, RELEASED_PREFIX, RELEASED_WEIGHTS, ReleasedTrainingStep, ReleasedWWbL,
+                       released_blip_cache)
 from PIL import Image
 from tests.helpers.tiny_blip import save_tiny_blip
 from tests.helpers.tiny_module import tiny_module
@@ -13,6 +14,7 @@ from tests.helpers.tiny_module import tiny_module
 from wwbl.box_rules import BoxRule
 from wwbl.extractors.network_g import NetworkGExtractor
 from wwbl.inference import WWbLPipeline
+from wwbl.inference.blip_decoding import decode_with_cache
 from wwbl.inference.captioner import BlipCaptioner, CaptionSettings
 from wwbl.inference.proposals import ProposalGenerator
 from wwbl.networks import GroundingNet
@@ -123,3 +125,25 @@ def test_released_wwbl_returns_our_captions_clusters_heatmaps_and_boxes(wwbl_par
         torch.testing.assert_close(t.detections.boxes, e.detections.boxes)
         torch.testing.assert_close(t.detections.scores, e.detections.scores, rtol=1e-4, atol=1e-5)
         assert t.detections.phrases == e.detections.phrases
+
+
+def test_the_released_blip_decoding_reprojects_the_image_at_every_step_and_gives_generates_tokens(wwbl_parts):
+    _, captioner = wwbl_parts
+    model = captioner.model
+    pixels = torch.rand(3, 3, 32, 32) * 4 - 2
+    prompt = captioner.processor.tokenizer(["a picture of "] * 3, return_tensors="pt").input_ids
+    first_key = model.text_decoder.bert.encoder.layer[0].crossattention.self.key
+    calls = []
+    hook = first_key.register_forward_hook(lambda m, args, out: calls.append(args[0].shape[0]))
+    try:
+        expected = model.generate(pixel_values=pixels, input_ids=prompt, num_beams=3, max_length=10)
+        cached_calls = list(calls)
+        calls.clear()
+        got = decode_with_cache(model, pixels, prompt, 3, lambda _: released_blip_cache(model.text_decoder.config),
+                                max_length=10)
+    finally:
+        hook.remove()
+    assert torch.equal(got, expected)
+    steps = expected.shape[1] - (prompt.shape[1] - 1)  # tokens generated after [DEC] + the prompt
+    assert cached_calls == [9]  # transformers projects the 3 × 3 beam copies once
+    assert calls == [9] * steps  # the released decoder: again at every step

@@ -6,6 +6,8 @@ from PIL import Image
 
 from tests.helpers.tiny_blip import VOCAB, WORDS, save_tiny_blip
 from wwbl.errors import MissingResourceError
+from wwbl.inference import captioner as captioner_module
+from wwbl.inference.blip_decoding import generate_caption_ids
 from wwbl.inference.captioner import BlipCaptioner, CaptionSettings
 from wwbl.inference.proposals import ProposalGenerator
 
@@ -69,18 +71,18 @@ def test_missing_weights_raise_a_clear_error(tmp_path):
 
 
 def counting_generate(monkeypatch, captioner, fail_above=None):
-    """Wrap ``captioner.model.generate``: the batch size of every call, in order; calls with more than
-    ``fail_above`` images raise CUDA out-of-memory (as a too-large chunk on a GPU would)."""
+    """Wrap the captioner's decoding call: the batch size of every call, in order; calls with more
+    than ``fail_above`` images raise CUDA out-of-memory (as a too-large chunk on a GPU would)."""
     sizes = []
-    generate = captioner.model.generate
 
-    def wrapper(*args, **kwargs):
-        sizes.append(len(kwargs["pixel_values"]))
+    def wrapper(model, pixel_values, *args, **kwargs):
+        assert model is captioner.model
+        sizes.append(len(pixel_values))
         if fail_above is not None and sizes[-1] > fail_above:
             raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
-        return generate(*args, **kwargs)
+        return generate_caption_ids(model, pixel_values, *args, **kwargs)
 
-    monkeypatch.setattr(captioner.model, "generate", wrapper)
+    monkeypatch.setattr(captioner_module, "generate_caption_ids", wrapper)
     return sizes
 
 

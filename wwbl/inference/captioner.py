@@ -5,12 +5,14 @@ output), beam search with 3 beams, length 5–30 tokens (prompt included, as BLI
 crops captioned in chunks of 120 across all the images of a call. Preprocessing is the BLIP
 processor's own (bicubic resize to the captioner's image size, CLIP mean/std).
 
-Two exact savings (the captions are those of captioning every crop one by one):
+Three exact savings (the captions are those of captioning every crop one by one with ``generate``):
 
 * identical crops are captioned once and the caption shared (``share_identical_crops``, on by
   default): the same integer pixel rectangle of the same image (after :func:`_pixel_box`'s
   rounding; selective search and the grid often give boxes that round to one rectangle), and
   byte-identical crop images (a repeated image, or two rectangles over identical pixels);
+* each crop's cross-attention keys and values are projected once, not once per beam, and not
+  reordered at every beam-search step (:mod:`wwbl.inference.blip_decoding`);
 * on a CUDA out-of-memory error the chunk is halved and retried, down to one crop (then the
   error is raised); the smaller chunk is kept for the captioner's later calls.
 
@@ -42,6 +44,7 @@ from wwbl.defaults import (
     NUM_BEAMS,
 )
 from wwbl.errors import MissingResourceError, ModelFileError
+from wwbl.inference.blip_decoding import generate_caption_ids
 from wwbl.model_files import check_safetensors, first_few, read_json_object, require_folder
 
 log = logging.getLogger(__name__)
@@ -225,9 +228,9 @@ class BlipCaptioner:
         dtype = next(self.model.parameters()).dtype
         pixels = self.processor.image_processor(images=list(images), return_tensors="pt").pixel_values
         s = self.settings
-        output = self.model.generate(pixel_values=pixels.to(self.device, dtype),
-                                     input_ids=self._prompt_ids(len(images)), num_beams=s.num_beams, min_length=s.min_length, max_length=s.max_length,
-                                     **s.generate_kwargs)
+        output = generate_caption_ids(self.model, pixels.to(self.device, dtype), self._prompt_ids(len(images)),
+                                      num_beams=s.num_beams, min_length=s.min_length, max_length=s.max_length,
+                                      **s.generate_kwargs)
         texts = self.processor.tokenizer.batch_decode(output, skip_special_tokens=True)
         self.captioned += len(images)
         return [self._strip_prompt(text) for text in texts]
