@@ -94,8 +94,18 @@ def synthetic_photo(width: int, height: int) -> Image.Image:
     return image
 
 
+# JPEG cannot store a side longer than this: such a photo is written as PNG instead.
+JPEG_MAX_SIDE = 65500
+
+
+def photo_format(width: int, height: int, fmt: str) -> str:
+    return "png" if fmt == "jpg" and max(width, height) > JPEG_MAX_SIDE else fmt
+
+
 def write_photo(folder: Path, width: int, height: int, fmt: str) -> Path:
-    """The synthetic photo saved as ``<width>x<height>.<fmt>`` (JPEG quality 90 or PNG level 1)."""
+    """The synthetic photo saved as ``<width>x<height>.<fmt>`` (JPEG quality 90 or PNG level 1; PNG
+    whatever ``fmt`` for a side over JPEG's limit)."""
+    fmt = photo_format(width, height, fmt)
     path = folder / f"{width}x{height}.{fmt}"
     image = synthetic_photo(width, height)
     if fmt == "jpg":
@@ -252,7 +262,8 @@ def main(argv: list[str] | None = None) -> int:
     work.mkdir(parents=True, exist_ok=True)
     cap = int(args.cap_gib * GIB) if args.cap_gib else None
     try:
-        images = [(write_photo(work, w, h, fmt), (w, h)) for w, h in args.sizes for fmt in args.formats]
+        wanted = dict.fromkeys((w, h, photo_format(w, h, fmt)) for w, h in args.sizes for fmt in args.formats)
+        images = [(write_photo(work, w, h, fmt), (w, h)) for w, h, fmt in wanted]
         rows = []
         for run in plan(images, args.modes, args.raised_max_side):
             rows.append((run, measure_run(run, work, cap, args.threads, int(args.unbounded_max_pixels))))

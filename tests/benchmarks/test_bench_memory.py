@@ -4,7 +4,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from bench_memory import Measurement, Run, main, measure, measure_run, plan, synthetic_photo, table, write_photo
+from bench_memory import (Measurement, Run, main, measure, measure_run, photo_format, plan, synthetic_photo, table,
+                          write_photo)
 from PIL import Image
 
 MIB = 1 << 20
@@ -65,3 +66,10 @@ def test_end_to_end_on_a_small_image(tmp_path: Path, capsys):
     rows = [line for line in markdown.read_text().splitlines() if line.startswith("| 64×48")]
     assert len(rows) == 2 and all("| ok |" in row for row in rows)
     assert all(float(row.split("|")[6]) > 50 for row in rows)  # torch and the models: well over 50 MiB
+
+
+def test_a_side_past_jpegs_limit_is_written_as_png(tmp_path):
+    assert photo_format(65501, 2, "jpg") == "png"
+    assert photo_format(65500, 2, "jpg") == "jpg" and photo_format(9, 9, "png") == "png"
+    path = write_photo(tmp_path, 70000, 2, "jpg")
+    assert path.suffix == ".png" and Image.open(path).size == (70000, 2)
