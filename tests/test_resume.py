@@ -15,7 +15,8 @@ from torch.utils.data import Dataset
 
 import train
 from tests.helpers.training_layouts import write_coco, write_flickr30k
-from wwbl.checkpoint_io import PARTIAL_SUFFIX, AtomicCheckpointIO, atomic_torch_save
+from wwbl.atomic_files import partial_path
+from wwbl.checkpoint_io import AtomicCheckpointIO, atomic_torch_save
 from wwbl.data.resumable import ResumableLoader, ResumableSampler
 
 REPO = Path(__file__).resolve().parents[1]
@@ -136,7 +137,7 @@ def test_a_failed_write_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
 
 def test_a_partial_file_left_by_a_kill_is_overwritten_and_never_read(tmp_path):
     path = tmp_path / "last.ckpt"
-    (tmp_path / ("last.ckpt" + PARTIAL_SUFFIX)).write_bytes(b"cut short")
+    partial_path(path).write_bytes(b"cut short")
     AtomicCheckpointIO().save_checkpoint({"step": 3}, path)
     assert torch.load(path, weights_only=True) == {"step": 3}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last.ckpt"]

@@ -4,43 +4,28 @@ Lightning's default local write goes through an fsspec transaction whose tempora
 the system temp folder; when that is another filesystem than the run folder (a tmpfs ``/tmp``, a
 network or scratch disk for runs) the final move is a copy, and a kill during the copy leaves a
 truncated ``last.ckpt``; nothing is fsync'ed either. :class:`AtomicCheckpointIO` serialises the
-checkpoint to ``<file>.partial`` beside its target, fsyncs it and renames it over the target
-(``os.replace``, atomic on POSIX and Windows), then fsyncs the folder: a reader sees the old file
-or the new one, never a part. A ``.partial`` left by a kill is overwritten by the next save of that
-file. ``train.py`` installs it unless ``trainer.plugins`` names another CheckpointIO.
+checkpoint to a temporary file beside its target (``wwbl.atomic_files``), fsyncs it and renames
+it over the target (``os.replace``, atomic on POSIX and Windows), then fsyncs the folder: a reader sees the old file
+or the new one, never a part. A temporary file left by a kill is overwritten by the next save of
+that file. ``train.py`` installs it unless ``trainer.plugins`` names another CheckpointIO.
 
 :class:`StepCheckpoint` is the every-N-steps ``last.ckpt`` of ``train.py --step_checkpoint``.
 """
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Any
 
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.callbacks import ModelCheckpoint
 
-from wwbl.atomic_files import fsync_folder
-
-PARTIAL_SUFFIX = ".partial"
+from wwbl.atomic_files import write_atomic
 
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
     """``torch.save(obj, path)`` through a same-folder temporary file, fsync and rename."""
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_name(target.name + PARTIAL_SUFFIX)
-    try:
-        with open(partial, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(partial, target)
-    except BaseException:
-        partial.unlink(missing_ok=True)  # an error (not a kill) leaves nothing behind
-        raise
-    fsync_folder(target.parent)
+    write_atomic(path, lambda f: torch.save(obj, f))
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

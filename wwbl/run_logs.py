@@ -13,7 +13,7 @@ not redo (Lightning otherwise writes every 100 steps).
 from __future__ import annotations
 
 import csv
-import os
+import io
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,8 @@ from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.loggers.logger import rank_zero_experiment
 from lightning.pytorch.utilities import rank_zero_only
+
+from wwbl.atomic_files import write_text_atomic
 
 
 class _ContinuingWriter(ExperimentWriter):
@@ -47,14 +49,11 @@ class _ContinuingWriter(ExperimentWriter):
             reader = csv.DictReader(file)
             header = list(reader.fieldnames or [])
             kept = [row for row in reader if not row.get("step") or int(float(row["step"])) < first_new_step]
-        partial = path.with_name(path.name + ".partial")
-        with partial.open("w", newline="") as file:  # atomic: a kill now leaves the old file whole
-            writer = csv.DictWriter(file, fieldnames=header)
-            writer.writeheader()
-            writer.writerows(kept)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(partial, path)
+        text = io.StringIO(newline="")
+        writer = csv.DictWriter(text, fieldnames=header)
+        writer.writeheader()
+        writer.writerows(kept)
+        write_text_atomic(path, text.getvalue())  # a kill now leaves the old file whole
         self.metrics_keys = sorted(header)  # the base class appends under this header (or widens it)
 
 
