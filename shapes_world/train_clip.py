@@ -8,8 +8,8 @@ captions with one object's colour or shape swapped to a combination absent from 
 learns bags of words ("red", "circle") instead of bound phrases ("red circle").
 
 Scenes come from the ``clip`` split (every colour-shape combination, as a web-scale CLIP would
-have seen them), generated on the fly, so no scene repeats. Evaluation uses the disjoint
-``clip_eval`` split.
+have seen them), either generated on the fly (no scene repeats) or, with ``scene_pool``, rendered
+once and cycled with fresh captions each pass. Evaluation uses the disjoint ``clip_eval`` split.
 
 Output (``out_dir``): ``open_clip_config.json`` + ``open_clip_model.safetensors`` (open_clip's
 model-directory layout, loadable with ``FrozenCLIP(checkpoint=out_dir)``) and ``metrics.json``.
@@ -61,6 +61,10 @@ class ClipTrainConfig:
     phrase_weight: float = 1.0  # the PhraseTerm (0 = captions only)
     num_workers: int = 1
     threads: int = 2
+    # > 0: render this many ``clip`` scenes once and cycle through them, each pass with fresh captions
+    # and hard negatives. Rendering a scene costs about as much CPU as training on it, so on-the-fly
+    # scenes (0) leave the training steps waiting for (and sharing cores with) the generator.
+    scene_pool: int = 0
     device: str = "cpu"  # the training steps; evaluation and saving run on the CPU
     eval_scenes: int = 500
     relevancy_scenes: int = 200  # held-out scenes for the relevancy pointing floor
@@ -115,17 +119,43 @@ def caption_pair(rng: np.random.Generator, world: ShapesWorld, scene: Scene) -> 
     return pos_text, format_caption(rng, negative, scene, len(chosen) == count)
 
 
-class ClipScenes(Dataset):
-    """Scenes of one split with a random caption and its hard negative (deterministic per index)."""
+class SceneRenderer(Dataset):
+    """The first ``count`` scenes of a split (rendered in DataLoader workers for ``render_pool``)."""
 
-    def __init__(self, world: ShapesWorld, split: str, length: int, offset: int = 0) -> None:
-        self.world, self.split, self.length, self.offset = world, split, length, offset
+    def __init__(self, world: ShapesWorld, split: str, count: int) -> None:
+        self.world, self.split, self.count = world, split, count
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __getitem__(self, index: int) -> Scene:
+        return self.world.scene(self.split, index)
+
+
+def render_pool(world: ShapesWorld, split: str, count: int, workers: int) -> list[Scene]:
+    """Scenes 0..count-1 of ``split``, rendered once (in ``workers`` processes)."""
+    loader = DataLoader(SceneRenderer(world, split, count), batch_size=256, num_workers=workers,
+                        collate_fn=list)
+    return [scene for chunk in loader for scene in chunk]
+
+
+class ClipScenes(Dataset):
+    """Scenes of one split with a random caption and its hard negative (deterministic per index).
+    With a ``pool`` of rendered scenes, item i shows scene ``i mod len(pool)`` with item i's own
+    caption draw, so every pass over the pool pairs its images with new texts."""
+
+    def __init__(self, world: ShapesWorld, split: str, length: int, offset: int = 0,
+                 pool: list[Scene] | None = None) -> None:
+        self.world, self.split, self.length, self.offset, self.pool = world, split, length, offset, pool
 
     def __len__(self) -> int:
         return self.length
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        scene = self.world.scene(self.split, self.offset + index)
+        if self.pool:
+            scene = self.pool[(self.offset + index) % len(self.pool)]
+        else:
+            scene = self.world.scene(self.split, self.offset + index)
         rng = np.random.default_rng((self.world.config.seed, 3000 + SPLIT_CODES[self.split], self.offset + index))
         if rng.random() < 0.3:  # plain captions too, with size words and the "all shapes" forms
             caption = image_caption(rng, scene)
@@ -193,7 +223,7 @@ def evaluate_clip(model: torch.nn.Module, tokenizer: Any, world: ShapesWorld, co
     - ``i2t_r1`` / ``t2i_r1``: recall@1 between ``count`` images and their full captions.
     - ``phrase_pair_acc``: over every present object p and every absent combination q that shares
       p's colour or shape, how often sim(image, "a p") > sim(image, "a q").
-    - ``phrase_top1``: how often the best of the 64 phrases is present in the image.
+    - ``phrase_top1``: how often the best of the world's phrases is present in the image.
     """
     model.eval()
     scenes = [world.scene(split, i) for i in range(count)]
@@ -321,7 +351,8 @@ def train(world_cfg: WorldConfig, cfg: ClipTrainConfig) -> dict[str, float]:
     tokenizer = open_clip.get_tokenizer(name)
     used_tokens = load_weights(model, cfg.init_from) if cfg.init_from else set()
     world = ShapesWorld(world_cfg)
-    data = DataLoader(ClipScenes(world, "clip", cfg.steps * cfg.batch_size), batch_size=cfg.batch_size,
+    pool = render_pool(world, "clip", cfg.scene_pool, max(1, cfg.threads)) if cfg.scene_pool > 0 else None
+    data = DataLoader(ClipScenes(world, "clip", cfg.steps * cfg.batch_size, pool=pool), batch_size=cfg.batch_size,
                       num_workers=cfg.num_workers, persistent_workers=cfg.num_workers > 0,
                       pin_memory=cfg.device.startswith("cuda"))
     device = torch.device(cfg.device)

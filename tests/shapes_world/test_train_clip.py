@@ -13,7 +13,8 @@ import torch
 from shapes_world import train_clip
 from shapes_world.captions import with_article
 from shapes_world.generator import ShapesWorld
-from shapes_world.train_clip import ClipTrainConfig, PhraseTerm, caption_pair, load_weights, model_name
+from shapes_world.train_clip import (ClipScenes, ClipTrainConfig, PhraseTerm, caption_pair, load_weights, model_name,
+                                     render_pool)
 from tests.helpers.shapes import SMALL
 from wwbl.clip import FrozenCLIP
 
@@ -36,13 +37,29 @@ def test_clip_hard_negative_swaps_one_object():
         assert pair.strip(",") not in present
 
 
+def test_clip_scene_pool_cycles_rendered_scenes_with_fresh_captions():
+    world = ShapesWorld(SMALL)
+    pool = render_pool(world, "clip", 3, workers=0)
+    for i, scene in enumerate(pool):  # the pool holds exactly the split's first scenes
+        np.testing.assert_array_equal(scene.image, world.scene("clip", i).image)
+    pooled, direct = ClipScenes(world, "clip", 30, pool=pool), ClipScenes(world, "clip", 30)
+    for index in range(3):  # the first pass is what on-the-fly generation gives
+        a, b = pooled[index], direct[index]
+        assert torch.equal(a["image"], b["image"]) and a["caption"] == b["caption"]
+    later = [pooled[index] for index in range(1, 30, 3)]  # scene 1 again, pass after pass
+    assert all(torch.equal(item["image"], later[0]["image"]) for item in later)
+    assert all(torch.equal(item["present"], later[0]["present"]) for item in later)
+    assert len({item["caption"] for item in later}) > 1, "each pass draws new captions"
+
+
 def test_clip_training_smoke_and_frozen_clip_loads_it(tmp_path):
     arch = {"embed_dim": 16, "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "head_width": 16,
                                             "patch_size": 8},
             "text_cfg": {"context_length": 32, "vocab_size": 49408, "width": 16, "heads": 1, "layers": 1}}
     (tmp_path / "shapes-test-vit.json").write_text(json.dumps(arch))
     cfg = ClipTrainConfig(model_config=str(tmp_path / "shapes-test-vit.json"), out_dir=str(tmp_path / "out"),
-                          steps=2, batch_size=8, num_workers=0, eval_scenes=12, warmup_steps=1)
+                          steps=2, batch_size=8, num_workers=0, eval_scenes=12, warmup_steps=1,
+                          scene_pool=5)
     metrics = train_clip.train(SMALL, cfg)
     assert metrics["train_steps"] == 2 and 0.0 <= metrics["phrase_pair_acc"] <= 1.0
     clip = FrozenCLIP("unused", checkpoint=str(tmp_path / "out"))
@@ -113,3 +130,15 @@ def test_shipped_clip_tells_colour_shape_phrases_apart(shipped_world):
                     pairs += 1
                     wins += bool(sims[i, combos.index(p)] > sims[i, combos.index(q)])
     assert wins / pairs > CLIP_PAIR_ACC_MIN
+
+
+@pytest.mark.parametrize("config", ["configs/shapes/clip.yaml", "configs/shapes/clip_64px.yaml"])
+def test_clip_stage_configs_load_and_fit_the_world(config):
+    root = Path(__file__).resolve().parents[2]
+    parser = train_clip.stage_parser("test", str(root / config))
+    world_cfg, cfg = train_clip.stage_config_from_args(parser.parse_args(["--config", str(root / config)]),
+                                                       ClipTrainConfig())
+    model = open_clip.create_model(model_name(str(root / cfg.model_config)))
+    size = train_clip.clip_size(model)
+    assert world_cfg.image_size % size == 0  # the scenes resize to CLIP's input by a whole factor
+    assert size // model.visual.patch_size[0] == 8  # both recipes keep CLIP's 8×8 token grid
