@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from safetensors.torch import load_file, save_file
 
 import wwbl
@@ -155,14 +156,20 @@ def _reference_g(state, images01, text):
 
 
 @pytest.mark.skipif(not (SHIPPED_G / "config.json").is_file(), reason="shipped checkpoints/shapes_g is absent")
-def test_shipped_export_without_backbone_option_loads_with_the_reference_forward():
-    """checkpoints/shapes_g was written before GroundingNet had a ``backbone`` option."""
+def test_shipped_export_without_backbone_option_loads_with_the_reference_forward(tmp_path):
+    """An export written before GroundingNet had a ``backbone`` option (the shipped g's files with that
+    key removed, as the g shipped until 2026-12-03 had them) loads as the VGG16 g."""
+    legacy = tmp_path / "shapes_g"
+    legacy.mkdir()
     config = json.loads((SHIPPED_G / "config.json").read_text())
+    config["kwargs"].pop("backbone", None)
+    (legacy / "config.json").write_text(json.dumps(config))
+    shutil.copy(SHIPPED_G / "model.safetensors", legacy / "model.safetensors")
     assert config["format_version"] == 2 and "backbone" not in config["kwargs"]
-    net, loaded_config = load_grounding_net(str(SHIPPED_G))
-    assert loaded_config["clip"]["checkpoint"] == str(SHIPPED_G.parent / "shapes_clip")
+    net, loaded_config = load_grounding_net(str(legacy))
+    assert loaded_config["clip"]["checkpoint"] == str(legacy.parent / "shapes_clip")
     assert {**loaded_config, "clip": config["clip"]} == config and net.config()["backbone"] == "vgg16"
-    state = load_file(str(SHIPPED_G / "model.safetensors"))
+    state = load_file(str(legacy / "model.safetensors"))
     assert set(net.state_dict()) == set(state)
     torch.manual_seed(0)
     images, text = torch.rand(2, 3, 128, 128), torch.randn(2, config["kwargs"]["text_dim"])
@@ -264,8 +271,12 @@ def test_shipped_g_loads_from_another_working_directory(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     model = wwbl.load(SHIPPED_G)
     assert _same_weights(model.heatmaps.clip, SHIPPED_CLIP / "open_clip_model.safetensors")
-    result = model.ground(torch.rand(3, 40, 60), ["a red circle"])
-    assert result.heatmaps.shape == (1, 40, 60) and len(result.detections) == 1
+    scene = json.loads((REPO / "data" / "shapes_samples" / "scenes.json").read_text())["scenes"][0]
+    image = REPO / "data" / "shapes_samples" / scene["file"]
+    result = model.ground(image, ["a " + scene["objects"][0]["phrase"]])  # an object the scene shows
+    height, width = Image.open(image).size[::-1]
+    assert result.heatmaps.shape == (1, height, width) and len(result.detections) >= 1
+    assert ((result.detections.boxes >= 0) & (result.detections.boxes <= torch.tensor([width, height] * 2))).all()
 
 
 def test_save_pretrained_writes_the_export_layout_and_from_pretrained_reads_it(tmp_path, monkeypatch,
