@@ -129,7 +129,7 @@ def run_config(models: Models, flags: Sequence[str], units: list[Unit], images: 
         _synchronise(s.device)
         counts["seconds"] += time.perf_counter() - start
         counts["proposals"] += sum(len(r.proposals) for r in results)
-        return [prediction_entries(r) for r in results]
+        return [prediction_entries(r, s.pointing_ties) for r in results]
 
     task = WWbLTask(predict, models.g.clip.encode_text, s.match_prefix or "", s.gt_mode, s.iou_threshold, s.drop_empty)
     records: dict[str, dict] = {}

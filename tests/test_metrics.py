@@ -32,8 +32,49 @@ def test_argmax_first_max_row_major_non_square() -> None:
     a[1, 4] = a[2, 0] = 1.0  # tie: (1, 4) comes first in row-major order
     b = torch.zeros(6, 2)
     b[5, 1] = 0.5
-    points = argmax_points([a, b])  # different sizes are padded internally
+    points = argmax_points([a, b], ties="first")  # different sizes are padded internally
     assert points.tolist() == [[1, 4], [5, 1]]
+
+
+def test_argmax_centre_equals_first_for_unique_maxima() -> None:
+    maps = [torch.rand(37, 53, generator=torch.Generator().manual_seed(k)) for k in range(6)]
+    expected = [[int(m.argmax()) // 53, int(m.argmax()) % 53] for m in maps]  # continuous maps: no ties
+    assert argmax_points(maps).tolist() == expected == argmax_points(maps, ties="first").tolist()
+
+
+def test_argmax_centre_of_a_flat_top() -> None:
+    # A 64×64 map whose maximum is a flat rectangle, rows 10–20 and cols 30–50 (centre (15, 40)),
+    # on a slope that rises to the right, so smoothing alone would not centre it.
+    heatmap = torch.linspace(0.0, 0.5, 64).expand(64, 64).clone()
+    heatmap[10:21, 30:51] = 1.0
+    assert argmax_points([heatmap], ties="first").tolist() == [[10, 30]]
+    assert argmax_points([heatmap]).tolist() == [[15, 40]]
+
+
+def test_argmax_centre_prefers_the_larger_flat_top() -> None:
+    heatmap = torch.zeros(64, 64)
+    heatmap[2:5, 2:5] = 1.0  # small plateau first in row-major order
+    heatmap[30:50, 20:40] = 1.0  # large plateau, centre (39.5, 29.5)
+    row, col = argmax_points([heatmap])[0].tolist()
+    assert 37 <= row <= 42 and 27 <= col <= 32
+
+
+def test_argmax_centre_does_not_depend_on_the_other_maps_of_the_call() -> None:
+    big = torch.zeros(90, 120)
+    big[60:80, 5:25] = 1.0
+    small = torch.zeros(40, 30)
+    small[0:10, 10:30] = 1.0  # touches the top and right borders: padding must not pull the point
+    together = argmax_points([big, small]).tolist()
+    assert together == argmax_points([big]).tolist() + argmax_points([small]).tolist()
+    row, col = together[1]
+    assert 3 <= row <= 6 and 18 <= col <= 21  # the plateau's centre is (4.5, 19.5)
+
+
+def test_argmax_rejects_unknown_ties() -> None:
+    with pytest.raises(ValueError, match="ties"):
+        argmax_points([torch.zeros(3, 3)], ties="middle")
+    with pytest.raises(ValueError, match="ties"):
+        PointingAccuracy(ties="middle")
 
 
 def test_pointing_inclusive_edges_and_non_square() -> None:

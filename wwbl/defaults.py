@@ -14,6 +14,10 @@ WSG_THRESHOLD = 0.5
 WSOL_THRESHOLD = 0.1
 WSG_NMS_IOU = {"paper": 0.3, "reference": 0.05}
 
+# Pointing game: how a flat-topped map's point is chosen ("centre": deepest in the largest flat top;
+# "first": the first maximum in row-major order, the reference's np.argmax). See wwbl.metrics.argmax_points.
+POINTING_TIES = ("centre", "first")
+
 # Selective search (REFERENCE.md W§7 items 1–3).
 SS_ENCODINGS = ("reference", "uint8_bgr")
 SS_ENCODING = "reference"

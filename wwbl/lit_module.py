@@ -65,6 +65,7 @@ from torch import nn
 
 from wwbl.box_rules import BoxRule
 from wwbl.clip import ClipSpec, minmax_normalize
+from wwbl.defaults import POINTING_TIES
 from wwbl.errors import ModelFileError
 from wwbl.export import CHECKPOINT_KEY, network_state_from_checkpoint, read_checkpoint
 from wwbl.images import resize_heatmap
@@ -125,6 +126,9 @@ class WWbLModule(L.LightningModule):
         val_box_mode: box rule for the validation box accuracy, "paper" or "reference" (the
             released code's): for WSG ``wsg_boxes`` (NMS 0.3 vs. the union rule), for WSOL
             ``wsol_box`` (the largest contour at 0.1 of the map vs. of the cubehelix gray).
+        val_pointing_ties: the validation pointing game's point of a flat-topped map, "centre"
+            (default) or "first" (the released code's; see :func:`wwbl.metrics.argmax_points`), as
+            ``--pointing-ties`` of the evaluation.
         val_box_threshold, val_box_nms_iou: that rule's threshold and (WSG) NMS IoU; None = the
             rule's defaults (the same :class:`~wwbl.box_rules.BoxRule` fields as ``--box-threshold``
             and ``--box-nms-iou`` of ``infer.py`` and the evaluation).
@@ -162,6 +166,7 @@ class WWbLModule(L.LightningModule):
         val_box_mode: str = "paper",
         val_box_threshold: float | None = None,
         val_box_nms_iou: float | None = None,
+        val_pointing_ties: str = POINTING_TIES[0],
         channels_last: bool = False,
         compile: bool = False,
     ) -> None:
@@ -171,6 +176,7 @@ class WWbLModule(L.LightningModule):
         _check_choice("loss_form", loss_form, FORMS)
         _check_choice("mask_space", mask_space, MASK_SPACES)
         _check_choice("reg_space", reg_space, REG_SPACES)
+        _check_choice("val_pointing_ties", val_pointing_ties, POINTING_TIES)
         if loss_form == "reference_wsol" and not background_prompts:
             raise ValueError("loss_form='reference_wsol' needs background_prompts (e.g. the CUB list "
                              f"{CUB_BACKGROUND_PROMPTS})")
@@ -268,7 +274,8 @@ class WWbLModule(L.LightningModule):
     # -- validation: pointing game and box accuracy on a grounding split ---------------------------
     def setup(self, stage: str) -> None:
         if stage in ("fit", "validate") and self._metrics is None and self._has_val_data():
-            self._metrics = nn.ModuleDict({"pointing_acc": PointingAccuracy(), "box_acc": BoxAccuracy()})
+            self._metrics = nn.ModuleDict({"pointing_acc": PointingAccuracy(ties=self.hparams.val_pointing_ties),
+                                           "box_acc": BoxAccuracy()})
 
     def _has_val_data(self) -> bool:
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None

@@ -10,7 +10,9 @@ Conventions shared by all metrics:
   ``(x2 - x1 + 1)·(y2 - y1 + 1)`` (intersection likewise);
 * heatmaps are ``H×W`` float maps at the **original** image resolution (callers resize with
   ``wwbl.images.resize_heatmap``, bilinear — the reference uses ``cv2.resize``, also bilinear);
-* a pointing location is ``(row, col)`` in pixel indices.
+* a pointing location is ``(row, col)`` in pixel indices; of several maximal pixels the one deepest
+  inside the largest flat top (``ties="centre"``, see :func:`argmax_points`) or the first
+  (``ties="first"``, the reference's ``np.argmax``).
 
 Each update is vectorised over images: ragged inputs are padded into one batch tensor.
 """
@@ -19,8 +21,11 @@ from __future__ import annotations
 from typing import Literal, Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 from torchmetrics import Metric
+
+from wwbl.defaults import POINTING_TIES
 
 GTMode = Literal["union", "any"]
 BoxRule = Literal["union", "top1", "max"]
@@ -56,13 +61,22 @@ def as_boxes(boxes: Tensor | Sequence[Sequence[float]], allow_empty: bool = True
     return boxes
 
 
-def argmax_points(heatmaps: Sequence[Tensor]) -> Tensor:
-    """``(N, 2)`` long ``(row, col)`` of each heatmap's first maximum in row-major order.
+def argmax_points(heatmaps: Sequence[Tensor], ties: str = POINTING_TIES[0]) -> Tensor:
+    """``(N, 2)`` long ``(row, col)`` of each heatmap's maximum.
+
+    A unique maximum is the point, as ``argmax``. Several maximal pixels (a flat top) are resolved by
+    ``ties``: ``"first"`` takes the first in row-major order (``np.argmax``, the reference);
+    ``"centre"`` (default) the one deepest inside the thickest flat top (most 3×3 erosions survived;
+    the map's edge counts as outside), the one nearest the centroid of those if several. Why: g's
+    released output block (BN on one channel → ReLU → a 1→1 conv) gives the map a plateau wherever that
+    ReLU is dead and the last weight is negative; the shipped shapes g has about a thousand tied
+    maximal pixels per 128² map, and "first" puts the point on the plateau's top edge.
 
     Maps of different sizes are padded right and bottom with ``-inf``; this keeps the row-major
-    order of the original pixels, so the first maximum is the same as ``argmax`` on each map
-    (``torch.argmax`` returns the first maximal index, like numpy's in the reference).
+    order of the original pixels, and the padding never ties with a maximum.
     """
+    if ties not in POINTING_TIES:
+        raise ValueError(f"unknown ties {ties!r}; expected one of {', '.join(POINTING_TIES)}")
     if len(heatmaps) == 0:
         return torch.zeros((0, 2), dtype=torch.long)
     for heatmap in heatmaps:
@@ -76,7 +90,42 @@ def argmax_points(heatmaps: Sequence[Tensor]) -> Tensor:
         for i, heatmap in enumerate(heatmaps):
             batch[i, : heatmap.shape[0], : heatmap.shape[1]] = heatmap
     flat = batch.flatten(1).argmax(dim=1)
+    if ties == "centre":
+        flat = _centre_of_ties(batch, flat)
     return torch.stack([flat // width, flat % width], dim=1)
+
+
+def _centre_of_ties(batch: Tensor, first: Tensor) -> Tensor:
+    """Flat indices: ``first`` where a map's maximum is unique; else, among the tied pixels farthest
+    (chessboard distance) from any untied pixel or the map's edge, the one nearest their centroid."""
+    best = batch.flatten(1).max(dim=1).values
+    several = (batch >= best[:, None, None]).flatten(1).sum(dim=1) > 1
+    if not several.any():
+        return first
+    tied = batch[several] >= best[several, None, None]
+    depth = _depth(tied)
+    deepest = depth == depth.flatten(1).max(dim=1).values[:, None, None]
+    rows = torch.arange(tied.shape[1], device=tied.device, dtype=torch.float32)[None, :, None]
+    cols = torch.arange(tied.shape[2], device=tied.device, dtype=torch.float32)[None, None, :]
+    weight = deepest.float()
+    count = weight.sum(dim=(1, 2))
+    centre_row = (weight * rows).sum(dim=(1, 2)) / count
+    centre_col = (weight * cols).sum(dim=(1, 2)) / count
+    distance = (rows - centre_row[:, None, None]) ** 2 + (cols - centre_col[:, None, None]) ** 2
+    out = first.clone()
+    out[several] = distance.masked_fill(~deepest, float("inf")).flatten(1).argmin(dim=1)
+    return out
+
+
+def _depth(mask: Tensor) -> Tensor:
+    """Per pixel of the N×H×W boolean ``mask``: how many 3×3 erosions it survives (outside counts as False)."""
+    depth = torch.zeros(mask.shape, dtype=torch.int32, device=mask.device)
+    current = mask
+    while current.any():  # as many passes as the deepest flat top is thick
+        depth += current.int()
+        padded = F.pad(current.float()[:, None], (1, 1, 1, 1), value=0.0)
+        current = (-F.max_pool2d(-padded, 3, stride=1))[:, 0] > 0.5
+    return depth
 
 
 def pad_boxes(boxes: Sequence[Tensor], device: torch.device | None = None) -> tuple[Tensor, Tensor]:
@@ -198,8 +247,8 @@ def nearest_captions(pred_embeddings: Sequence[Tensor], gt_embeddings: Sequence[
 class PointingAccuracy(Metric):
     """Pointing game (WWbL §6.3, ``isCorrectHit``).
 
-    Protocol: the heatmap at the original image resolution; the point is its ``argmax``, the first
-    maximum in row-major order; a hit iff ``x1 <= col <= x2`` and ``y1 <= row <= y2`` (inclusive)
+    Protocol: the heatmap at the original image resolution; the point is its maximum (flat tops
+    resolved by ``ties``, see :func:`argmax_points`); a hit iff ``x1 <= col <= x2`` and ``y1 <= row <= y2`` (inclusive)
     for the union GT box (``gt_mode="union"``, the reference; Flickr entities use the union of
     their boxes) or for some GT box (``gt_mode="any"``). Accuracy = hits / items, in [0, 1].
     """
@@ -207,11 +256,13 @@ class PointingAccuracy(Metric):
     full_state_update = False
     higher_is_better = True
 
-    def __init__(self, gt_mode: GTMode = "union", **kwargs) -> None:
+    def __init__(self, gt_mode: GTMode = "union", ties: str = POINTING_TIES[0], **kwargs) -> None:
         super().__init__(**kwargs)
         if gt_mode not in ("union", "any"):
             raise ValueError(f"unknown gt_mode {gt_mode!r}; expected 'union' or 'any'")
-        self.gt_mode = gt_mode
+        if ties not in POINTING_TIES:
+            raise ValueError(f"unknown ties {ties!r}; expected one of {', '.join(POINTING_TIES)}")
+        self.gt_mode, self.ties = gt_mode, ties
         self.add_state("hits", default=torch.tensor(0), dist_reduce_fx="sum")
         self.add_state("total", default=torch.tensor(0), dist_reduce_fx="sum")
 
@@ -221,7 +272,7 @@ class PointingAccuracy(Metric):
         if points is None:
             if heatmaps is None or len(heatmaps) != len(gt_boxes):
                 raise ValueError("give one heatmap per ground-truth set (or precomputed points)")
-            points = argmax_points(heatmaps)
+            points = argmax_points(heatmaps, self.ties)
         points = torch.as_tensor(points).reshape(-1, 2)
         if len(points) != len(gt_boxes):
             raise ValueError(f"{len(points)} points for {len(gt_boxes)} ground-truth sets")

@@ -55,7 +55,7 @@ from wwbl.extractors.base import build_extractor
 from wwbl.extractors.network_g import NetworkGExtractor
 from wwbl.images import load_image, resize_square, to_tensor01
 from wwbl.inference.api import WWbLModel
-from wwbl.defaults import DEFAULT_CAPTIONER, MAX_SIDE
+from wwbl.defaults import DEFAULT_CAPTIONER, MAX_SIDE, POINTING_TIES
 from wwbl.inference.options import WWbLOptions, pipeline_options_from_args
 from wwbl.inference.scoring import Scoring
 from wwbl.metrics import argmax_points
@@ -97,6 +97,7 @@ class EvalSettings:
     box_resolution: str = "original"  # WSG: cut boxes at the original size; "model" = at S, scaled (released)
     wsol_iou_area: str = "continuous"  # WSOL: "inclusive" = the released +1 pixel terms
     gt_mode: str = "union"
+    pointing_ties: str = POINTING_TIES[0]  # WSG / WWbL: a flat top's point, "centre" or "first" (released)
     iou_threshold: float = 0.5
     acc_threshold: float | None = None  # Acc@thr; None = ZSGNet's (0.5 Flickr, 0.3 VG)
     strict: bool = False  # WSOL: IoU > thr instead of >=
@@ -126,6 +127,8 @@ class EvalSettings:
             raise ValueError("give exactly one of --checkpoint (an exported g) or --method (an extractor name)")
         if self.boxes not in ("auto", "wsg", "wsol", "method"):
             raise ValueError(f"unknown box source {self.boxes!r}; expected auto, wsg, wsol or method")
+        if self.pointing_ties not in POINTING_TIES:
+            raise ValueError(f"unknown pointing_ties {self.pointing_ties!r}; expected one of {', '.join(POINTING_TIES)}")
         if self.batch_size < 1:
             raise ValueError("batch_size must be at least 1")
 
@@ -204,11 +207,11 @@ def zero_shot_classifier(clip: Any, class_names: Sequence[tuple[str, ...]], prom
     return classify
 
 
-def _prediction_entry(pred: Any) -> dict:
+def _prediction_entry(pred: Any, pointing_ties: str) -> dict:
     """One prediction of a predictions file, checked: a caption, a point, boxes and their scores."""
     point = pred.get("point")
     if point is None:
-        point = argmax_points([torch.from_numpy(np.load(pred["heatmap_npy"])).float()])[0].tolist()
+        point = argmax_points([torch.from_numpy(np.load(pred["heatmap_npy"])).float()], pointing_ties)[0].tolist()
     boxes, scores = pred.get("boxes", []), pred.get("scores", [])
     if boxes:
         box_tensor(boxes, "boxes")
@@ -220,7 +223,7 @@ def _prediction_entry(pred: Any) -> dict:
     return {"caption": pred["caption"], "point": [int(point[0]), int(point[1])], "boxes": boxes, "scores": scores}
 
 
-def read_predictions(path: str) -> dict[str, list[dict]]:
+def read_predictions(path: str, pointing_ties: str = POINTING_TIES[0]) -> dict[str, list[dict]]:
     """A WWbL predictions file: JSON lines ``{"image_id" | "key": …, "predictions": [{"caption",
     "point": [row, col], "boxes": [[x1, y1, x2, y2], …], "scores": […]}]}`` (``records.jsonl`` of a
     WWbL run has this form). An entry may give ``"heatmap_npy"`` (an ``H×W`` .npy map) instead of
@@ -237,7 +240,7 @@ def read_predictions(path: str) -> dict[str, list[dict]]:
             key = row.get("image_id", row.get("key"))
             if key is None:
                 raise KeyError("image_id")
-            entries = [_prediction_entry(pred) for pred in row["predictions"]]
+            entries = [_prediction_entry(pred, pointing_ties) for pred in row["predictions"]]
         except (ValueError, KeyError, TypeError, IndexError, AttributeError, OSError) as err:
             raise AnnotationError(f"'{file}' line {number}: not a valid prediction record ({err})") from err
         if str(key) in table:
@@ -257,7 +260,8 @@ def build_task(settings: EvalSettings, index: DatasetIndex, extractor: Any, clip
     if settings.task == "wsg":
         acc = settings.acc_threshold or (acc_threshold(settings.dataset) if settings.dataset in ZSG_SPLITS else 0.5)
         return GroundingTask(extractor, box_function(settings, extractor), settings.gt_mode, settings.iou_threshold,
-                             acc, settings.entity_average, settings.box_resolution, settings.scoring)
+                             acc, settings.entity_average, settings.box_resolution, settings.scoring,
+                             settings.pointing_ties)
     if settings.task == "wwbl":
         return WWbLTask(_wwbl_predictor(settings, extractor), clip.encode_text, _match_prefix(settings),
                         settings.gt_mode, settings.iou_threshold, settings.drop_empty)
@@ -275,12 +279,12 @@ def build_task(settings: EvalSettings, index: DatasetIndex, extractor: Any, clip
 
 def _wwbl_predictor(settings: EvalSettings, extractor: Any) -> Callable:
     if settings.predictions:
-        table = read_predictions(settings.predictions)
+        table = read_predictions(settings.predictions, settings.pointing_ties)
         return lambda units, images: [table.get(u.key, []) for u in units]
     rule = settings.box_rule("wsol" if settings.boxes == "wsol" else "wsg")
     model = WWbLModel(extractor, settings.captioner or DEFAULT_CAPTIONER, boxes=rule, options=settings.pipeline,
                       scoring=settings.scoring, max_side=settings.max_side)
-    return lambda units, images: [prediction_entries(r) for r in model.detect_batch(list(images))]
+    return lambda units, images: [prediction_entries(r, settings.pointing_ties) for r in model.detect_batch(list(images))]
 
 
 # ----------------------------------------------------------------------------- runner
@@ -406,7 +410,7 @@ def key_values(pairs: Sequence[str]) -> dict[str, Any]:
 
 def settings_from_args(args: argparse.Namespace) -> EvalSettings:
     """The settings named by ``python -m wwbl.evaluation``'s flags (``wwbl.evaluation.__main__``)."""
-    extra = {name: getattr(args, name) for name in ("gt_mode", "acc_threshold", "predictions", "captioner",
+    extra = {name: getattr(args, name) for name in ("gt_mode", "pointing_ties", "acc_threshold", "predictions", "captioner",
                                                      "match_prefix", "drop_empty", "prompt",
                                                      "strict", "closing", "class_prompt", "entity_average",
                                                      "box_resolution", "wsol_iou_area", "score_threshold",

@@ -32,6 +32,7 @@ from PIL import Image
 from torch import Tensor
 
 from wwbl.boxes import Detections
+from wwbl.defaults import POINTING_TIES
 from wwbl.clip import minmax_normalize
 from wwbl.extractors.postprocess import close_map
 from wwbl.images import resize_heatmap, to_tensor01
@@ -130,7 +131,8 @@ class GroundingTask:
 
     def __init__(self, extractor: Any, box_fn: BoxFn | None, gt_mode: str = "union", iou_threshold: float = 0.5,
                  acc_threshold: float = 0.5, entity_average: str = "normalised",
-                 box_resolution: str = "original", scoring: Scoring | None = None) -> None:
+                 box_resolution: str = "original", scoring: Scoring | None = None,
+                 pointing_ties: str = POINTING_TIES[0]) -> None:
         if entity_average not in ENTITY_AVERAGES:
             raise ValueError(f"entity_average must be one of {ENTITY_AVERAGES}, got {entity_average!r}")
         if box_resolution not in BOX_RESOLUTIONS:
@@ -141,7 +143,7 @@ class GroundingTask:
         self.extractor, self.box_fn = extractor, box_fn  # box_fn None → the method's own detect()
         self.gt_mode, self.iou_threshold, self.acc_threshold = gt_mode, iou_threshold, acc_threshold
         self.entity_average, self.box_resolution = entity_average, box_resolution
-        self.scoring = scoring
+        self.scoring, self.pointing_ties = scoring, pointing_ties
 
     def _map_options(self) -> dict[str, bool]:
         # Only non-default requests are passed, so any object with heatmaps(images, phrases) serves the defaults.
@@ -179,7 +181,8 @@ class GroundingTask:
             size_hw = (images[k].height, images[k].width)
             counts = [len(s.phrases) for s in unit.samples]
             averaged = [self._entity_map(m) for m in image_maps.split(counts)]
-            all_points.append(argmax_points([resize_heatmap(m, size_hw, align_corners=False) for m in averaged]).tolist())
+            all_points.append(argmax_points([resize_heatmap(m, size_hw, align_corners=False) for m in averaged],
+                                            self.pointing_ties).tolist())
             all_dets.append([own[k][j] if own is not None else self._boxes(heatmap, size_hw)
                              for j, heatmap in enumerate(averaged)])
         if self.scoring is not None:
@@ -211,7 +214,7 @@ class GroundingTask:
         return out
 
     def score(self, units: Sequence[Unit], records: dict[str, dict]) -> dict[str, Any]:
-        pointing = PointingAccuracy(self.gt_mode)
+        pointing = PointingAccuracy(self.gt_mode, self.pointing_ties)
         bbox = BoxAccuracy(self.iou_threshold, strict=False, box_rule="union")
         acc = AccAtIoU(self.acc_threshold)
         samples = [s for u in units if u.key in records for s in u.samples]
@@ -229,11 +232,11 @@ class GroundingTask:
 # ----------------------------------------------------------------------------- WWbL
 
 
-def prediction_entries(result: Any) -> list[dict]:
-    """Predictions-file entries (caption, argmax point, boxes, scores) of one pipeline result."""
+def prediction_entries(result: Any, pointing_ties: str = POINTING_TIES[0]) -> list[dict]:
+    """Predictions-file entries (caption, maximum point, boxes, scores) of one pipeline result."""
     if not result.phrases:
         return []
-    points = argmax_points(list(result.heatmaps)).tolist()
+    points = argmax_points(list(result.heatmaps), pointing_ties).tolist()
     return [{"caption": phrase, "point": point, **_boxes_json(result.boxes_for(phrase))}
             for phrase, point in zip(result.phrases, points)]
 
