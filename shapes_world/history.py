@@ -61,8 +61,10 @@ def record_training(run_dir: str, ckpt: str, export: str, command: str) -> dict[
     """Write ``<export>/training.json`` from a Lightning run folder and the checkpoint that was exported."""
     history = read_val_history(Path(run_dir) / "metrics.csv")
     state = torch.load(ckpt, map_location="cpu", weights_only=True)
+    # Checkpoints from before the val_pointing_ties knob scored val pointing at the first maximum.
+    ties = (state.get("hyper_parameters") or {}).get("val_pointing_ties", "first")
     record = {"command": command, "checkpoint": Path(ckpt).name, "epoch": int(state.get("epoch", -1)),
-              "global_step": int(state.get("global_step", -1)), "val_history": history}
+              "global_step": int(state.get("global_step", -1)), "val_pointing_ties": ties, "val_history": history}
     Path(export, "training.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
     return record
 

@@ -119,7 +119,8 @@ def render_world(report: dict[str, Any]) -> list[str]:
 def render_wsg(report: dict[str, Any]) -> list[str]:
     wsg = report["wsg"]
     lines = ["## Weakly supervised phrase grounding (WSG)", "",
-             ("Pointing accuracy (argmax inside the GT box) and box accuracy (union of the predicted boxes vs. the "
+             ("Pointing accuracy (the map's maximum inside the GT box; of a flat top, its centre — "
+              "`--pointing-ties centre`, see below) and box accuracy (union of the predicted boxes vs. the "
              "GT, IoU ≥ 0.5; boxes by the paper's rule `wsg_boxes(mode='paper')` unless a method has its own), in %. "
              "Acc@0.5 is the best-scoring box alone (IoU > 0.5, ZSGNet / Adapting CLIP)."), ""]
     lines += metric_table(wsg["rows"], ROW_TITLES, ("pointing", "bbox_acc", "acc_iou"))
@@ -132,11 +133,33 @@ def render_wsg(report: dict[str, Any]) -> list[str]:
         f"`{name}` ({why})" for name, why in wsg["not_applicable"].items()) + "."]
     teacher = wsg.get("teacher_val", {})
     if teacher:
-        lines += ["", "On the **val** split (used for choices, never test): " + "; ".join(
+        ties = next(iter(teacher.values())).get("pointing_ties", "centre")
+        lines += ["", f"On the **val** split (used for choices, never test; pointing by the `{ties}` tie rule of g's "
+                  "val history): " + "; ".join(
             f"{ROW_TITLES[k]} {pct(v.get('pointing'))} % pointing, {pct(v.get('bbox_acc'))} % box" for k, v in teacher.items())
             + "."]
+    lines += _released_ties(wsg)
     lines += _errors(wsg["rows"])
     return lines + [""]
+
+
+def _released_ties(wsg: dict[str, Any]) -> list[str]:
+    """The pointing of g and its teacher under the released code's tie rule, beside the default's."""
+    first = wsg.get("released_ties") or {}
+    if not first:
+        return []
+    lines = ["", ("**Pointing and flat tops.** g's output block (as released: BN on one channel → ReLU → a 1→1 conv) "
+                  "makes its map's maximum a plateau wherever that ReLU is dead, so many pixels tie for the maximum. "
+                  "The released code's `np.argmax` takes the first of them in row-major order, the plateau's top edge; "
+                  "the default here takes the centre of the thickest flat top (`wwbl.metrics.argmax_points`, "
+                  "identical whenever the maximum is unique). Pointing under both rules:"), "",
+             "| method | " + " | ".join(f"{t} point, centre / first" for t in SPLIT_TITLES.values()) + " |",
+             "|---|" + "---|" * len(SPLIT_TITLES)]
+    for label, per_split in first.items():
+        cells = [f"{_cell(nested_get(wsg, 'rows', label, split), 'pointing')} / {_cell(per_split.get(split), 'pointing')}"
+                 for split in SPLIT_TITLES]
+        lines.append(f"| {ROW_TITLES.get(label, label)} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def _delta(rows: dict[str, Any], split: str, key: str, a: str, b: str) -> float | None:
@@ -209,7 +232,8 @@ def render_history(report: dict[str, Any]) -> list[str]:
     lines = ["## g's training curve", "", f"![g's val pointing and box accuracy per epoch]({report['g_history_png']})"
              if report.get("g_history_png") else "", "",
              f"Command: `{training.get('command')}`; exported checkpoint `{training.get('checkpoint')}` "
-             f"(epoch {training.get('epoch')}, step {training.get('global_step')}, chosen by val pointing).", "",
+             f"(epoch {training.get('epoch')}, step {training.get('global_step')}, chosen by val pointing; val pointing "
+             f"by the `{training.get('val_pointing_ties', 'first')}` tie rule, the teacher's dashed lines likewise).", "",
              "| epoch | step | val pointing | val box |", "|---|---|---|---|"]
     lines += [f"| {h['epoch']} | {h['step']} | {pct(h['pointing'])} | {pct(h['bbox_acc'])} |" for h in history]
     return lines + [""]
@@ -245,7 +269,7 @@ def analysis(report: dict[str, Any]) -> list[str]:
         out.append(f"- **Boxes, {title}.** g's boxes are on median {g['median_area_ratio']:.2f}× the GT area "
                    f"({pct(g['too_large'])} % more than twice it, {pct(g['too_small'])} % less than half), GAE's "
                    f"{t['median_area_ratio']:.2f}× ({pct(t['too_large'])} % / {pct(t['too_small'])} %) for the teacher: g's are {shape}. "
-                   f"g puts the argmax on the object but misses the box for {pct(g['point_hit_box_miss'])} % of the "
+                   f"g puts its point on the object but misses the box for {pct(g['point_hit_box_miss'])} % of the "
                    f"entities (teacher {pct(t['point_hit_box_miss'])} %); {pct(g['no_box'])} % of g's maps give no box.")
     ab = nested_get(report, "ablation", "rows") or {}
     if ab and all(nested_get(r, "test", "bbox_acc", "mean") is not None for r in ab.values()):

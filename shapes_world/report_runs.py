@@ -14,6 +14,7 @@ from typing import Any
 from shapes_world.config import read_yaml
 from shapes_world.report_settings import SPLITS, ReportSettings
 from wwbl.clip import ClipSpec
+from wwbl.defaults import POINTING_TIES
 from wwbl.evaluation.evaluate import EvalSettings, run_evaluation
 
 log = logging.getLogger("shapes_world.report")
@@ -113,6 +114,8 @@ def cli_command(settings: EvalSettings) -> str:
         parts += ["--option", f"{key}={json.dumps(value)}"]
     if settings.task == "wwbl":
         parts += ["--captioner", str(settings.captioner), "--match-prefix", settings.match_prefix]
+    if settings.pointing_ties != POINTING_TIES[0]:
+        parts += ["--pointing-ties", settings.pointing_ties]
     if settings.limit:
         parts += ["--limit", str(settings.limit)]
     parts += ["--out", str(settings.out)]
@@ -135,11 +138,35 @@ def teacher_label(g_config: str) -> str:
     return "gae" if start == -1 else "gae_all_blocks" if start == 0 else f"gae_from_block{start}"
 
 
+def history_ties(s: ReportSettings) -> str:
+    """The pointing tie rule of g's recorded val history (its ``training.json``; records from before
+    the rule was recorded used the first maximum), so that the teacher's val figures are comparable."""
+    record = Path(s.g_checkpoint) / "training.json"
+    if not record.is_file():
+        return POINTING_TIES[0]
+    return json.loads(record.read_text(encoding="utf-8")).get("val_pointing_ties", "first")
+
+
 def teacher_on_val(ev: Evaluator) -> dict[str, Any]:
     """GAE from the last block (g.yaml's L_rmap target, as the reference) vs. from all blocks, on
-    **val**: the evidence a choice of g's relevancy target may rest on (test is not used for it)."""
-    return {label: ev.wsg("val", label, method="gae", options=EXTRACTORS[label][1])
+    **val**: the evidence a choice of g's relevancy target may rest on (test is not used for it);
+    pointing by the tie rule of g's val history."""
+    ties = history_ties(ev.s)
+    suffix = "" if ties == POINTING_TIES[0] else f"_ties_{ties}"
+    return {label: {**ev.wsg("val", label + suffix, method="gae", options=EXTRACTORS[label][1], pointing_ties=ties),
+                    "pointing_ties": ties}
             for label in ("gae", "gae_all_blocks")}
+
+
+def released_tie_rows(ev: Evaluator, teacher: str) -> dict[str, dict[str, Any]]:
+    """g, its teacher and last-block GAE scored with the released code's pointing tie rule (the first
+    maximal pixel, ``--pointing-ties first``) instead of the default centre of the flat top."""
+    sources = {"g": {"checkpoint": ev.s.g_checkpoint}} if ev.s.has_g else {}
+    for label in dict.fromkeys((teacher, "gae")):
+        name, options = EXTRACTORS[label]
+        sources[label] = {"method": name, "options": options}
+    return {label: {split: ev.wsg(split, f"{label}_ties_first", pointing_ties="first", **kwargs) for split in SPLITS}
+            for label, kwargs in sources.items()}
 
 
 def wsg_rows(ev: Evaluator) -> dict[str, Any]:
@@ -163,7 +190,8 @@ def wsg_rows(ev: Evaluator) -> dict[str, Any]:
                 log.error("WSG %s on %s failed: %s", label, split, err)
                 rows.setdefault(label, {})[split] = {"error": f"{type(err).__name__}: {err}"}
     return {"rows": rows, "centre_sigma": sigma, "centre_sigma_val_box_acc": sigma_scores,
-            "not_applicable": NOT_APPLICABLE, "teacher_val": teacher_on_val(ev), "teacher": teacher_label(ev.s.g_config)}
+            "not_applicable": NOT_APPLICABLE, "teacher_val": teacher_on_val(ev), "teacher": teacher_label(ev.s.g_config),
+            "released_ties": released_tie_rows(ev, teacher_label(ev.s.g_config))}
 
 
 def wwbl_rows(ev: Evaluator) -> dict[str, Any]:

@@ -41,6 +41,7 @@ from shapes_world.captions import format_caption, image_caption, with_article
 from shapes_world.config import budgeted_lr, stage_config_from_args, stage_parser
 from shapes_world.generator import SPLIT_CODES, Scene, ShapesWorld, WorldConfig
 from wwbl.clip import ClipSpec
+from wwbl.metrics import argmax_points
 
 log = logging.getLogger(__name__)
 
@@ -262,7 +263,7 @@ FLOORS = {"phrase_top1": 0.80, "phrase_pair_acc": 0.90, "relevancy_pointing_last
 @torch.no_grad()
 def relevancy_pointing(checkpoint_dir: str, world: ShapesWorld, count: int, split: str = "clip_eval",
                        chunk: int = 64) -> dict[str, float]:
-    """Chefer pointing of the saved CLIP on held-out scenes: for every object, whether the argmax of
+    """Chefer pointing of the saved CLIP on held-out scenes: for every object, whether the maximum of
     the relevancy map of "a <colour> <shape>" (resized to the scene) lies inside the object's box.
     Last block (the reference's L_rmap target) and all blocks."""
     clip = ClipSpec(checkpoint=checkpoint_dir).build()
@@ -279,8 +280,7 @@ def relevancy_pointing(checkpoint_dir: str, world: ShapesWorld, count: int, spli
             index = torch.tensor(owner[lo:lo + chunk])
             maps = clip.relevancy(images[index], text[lo:lo + chunk], start_layer=start)
             maps = F.interpolate(maps[:, None], size=(size, size), mode="bilinear", align_corners=False)[:, 0]
-            flat = maps.flatten(1).argmax(dim=1)
-            y, x = flat // size, flat % size
+            y, x = argmax_points(list(maps)).unbind(dim=1)  # the evaluation's point (flat tops: their centre)
             b = boxes[lo:lo + chunk]
             hits.append((x >= b[:, 0]) & (x <= b[:, 2]) & (y >= b[:, 1]) & (y <= b[:, 3]))
         out[f"relevancy_pointing_{name}"] = float(torch.cat(hits).float().mean())

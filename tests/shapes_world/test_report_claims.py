@@ -16,7 +16,9 @@ def _report() -> dict:
         "wsg": {"teacher": "gae_all_blocks",
                 "rows": {"g": {"test": _row(0.80, 0.50), "openworld": _row(0.70, 0.30)},
                          "gae_all_blocks": {"test": _row(0.75, 0.35), "openworld": _row(0.72, 0.25)},
-                         "gae": {"test": _row(0.10, 0.01), "openworld": _row(0.10, 0.01)}}},
+                         "gae": {"test": _row(0.10, 0.01), "openworld": _row(0.10, 0.01)}},
+                "released_ties": {"g": {"test": _row(0.60, 0.50), "openworld": _row(0.75, 0.30)},
+                                  "gae_all_blocks": {"test": _row(0.74, 0.35), "openworld": _row(0.72, 0.25)}}},
         "wwbl": {"rows": {"g": {"test": _row(0.70, 0.40), "openworld": _row(0.50, 0.20)},
                           "gae": {"test": _row(0.60, 0.30), "openworld": _row(0.55, 0.10)}}},
     }
@@ -34,6 +36,9 @@ def test_claims_margins_and_verdicts_hand_computed():
     gap = found[("WWbL pointing within 15 points of WSG pointing (g)", "openworld")]
     assert gap["margin_points"] == pytest.approx(-5.0) and not gap["holds"]  # 70 − 50 = 20 > 15
     assert found[("WWbL pointing within 15 points of WSG pointing (g)", "test")]["holds"]  # 80 − 70 = 10
+    first = "g pointing ≥ teacher pointing, released tie rule (first maximum)"
+    assert found[(first, "test")]["margin_points"] == pytest.approx(-14.0) and not found[(first, "test")]["holds"]
+    assert found[(first, "openworld")]["margin_points"] == pytest.approx(3.0) and found[(first, "openworld")]["holds"]
 
 
 def test_missing_rows_make_a_claim_fail_not_crash():

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from shapes_world.report_ablation import mean_std
-from shapes_world.report_markdown import render_ablation, teacher_of
+from shapes_world.report_markdown import render_ablation, render_wsg, teacher_of
 
 
 def test_ablation_table_shows_mean_and_std_in_percent():
@@ -18,3 +18,12 @@ def test_ablation_table_shows_mean_and_std_in_percent():
 def test_teacher_label_survives_a_report_without_wsg_rows():
     assert teacher_of({"wsg": {"teacher": "gae_all_blocks"}}) == "gae_all_blocks"
     assert teacher_of({"wwbl": {"rows": {}}}) == "gae"  # `--skip wsg`: the WWbL section still renders
+
+
+def test_wsg_section_shows_pointing_under_both_tie_rules():
+    rows = {"g": {"test": {"pointing": 0.70, "bbox_acc": 0.3}, "openworld": {"pointing": 0.65, "bbox_acc": 0.3}}}
+    first = {"g": {"test": {"pointing": 0.58}, "openworld": {"pointing": 0.61}}}
+    wsg = {"rows": rows, "centre_sigma": 0.2, "centre_sigma_val_box_acc": {"0.20": 0.1}, "not_applicable": {},
+           "released_ties": first}
+    text = "\n".join(render_wsg({"wsg": wsg, "settings": {"seed": 0}}))
+    assert "| 70.0 / 58.0 | 65.0 / 61.0 |" in text  # default (centre) / released (first), per split
