@@ -137,3 +137,24 @@ def test_grounding_net_backbone_errors():
         GroundingNet(text_dim=16, backbone="alexnet", pretrained_backbone=False)
     with pytest.raises(ValueError, match="only supported for vgg16"):
         GroundingNet(text_dim=16, backbone="resnet18", vgg_width_div=4, pretrained_backbone=False)
+
+
+def test_positive_output_init_makes_the_map_rise_with_the_last_relu_channel():
+    default, positive = tiny_g(), tiny_g(output_init="positive")
+    assert (positive.up1[-1].weight >= 0).all()
+    assert torch.equal(positive.up1[-1].weight, default.up1[-1].weight.abs())  # same draw, signs dropped
+    assert positive.config() == default.config()  # an initialisation, not an architecture
+    # Non-negative weights: the logit can only rise where the ReLU channel before it rises, and a dead
+    # (zero) channel gives the lowest logit, the bias.
+    torch.manual_seed(1)
+    low = torch.rand(4, 1, 9, 9)
+    high = low + torch.rand(4, 1, 9, 9)
+    last = positive.up1[-1]
+    with torch.no_grad():
+        assert (last(high) >= last(low)).all()
+        assert (last(low) >= last(torch.zeros_like(low)) - 1e-6).all()
+
+
+def test_unknown_output_init_is_refused():
+    with pytest.raises(ValueError, match="output_init"):
+        tiny_g(output_init="negative")

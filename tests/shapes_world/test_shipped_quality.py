@@ -79,16 +79,17 @@ def scores(benchmark, clip, tmp_path_factory):
             for label, source in sources.items() for split in benchmark}
 
 
-# (pointing, box accuracy) floors. Measured on this set with the shipped models (2026-12-02):
-#   g              test      pointing 0.533, box 0.230 (122 entities) -> floors 0.45, 0.17
-#   g              openworld pointing 0.694, box 0.429 (49 entities)  -> floors 0.58, 0.32
-#   gae_all_blocks test      pointing 0.738, box 0.172                -> floors 0.65, 0.12
-#   gae_all_blocks openworld pointing 0.837, box 0.224                -> floors 0.73, 0.14
+# (pointing, box accuracy) floors. Measured on this set with the shipped models (2026-12-04, pointing by
+# the default centre-of-flat-top rule; g of 2026-12-03, SGD lr 5e-3):
+#   g              test      pointing 0.721, box 0.336 (122 entities) -> floors 0.65, 0.28
+#   g              openworld pointing 0.735, box 0.408 (49 entities)  -> floors 0.65, 0.33
+#   gae_all_blocks test      pointing 0.730, box 0.172                -> floors 0.65, 0.12
+#   gae_all_blocks openworld pointing 0.816, box 0.224                -> floors 0.73, 0.14
 #   random                   pointing 0.107 / 0.020, box 0.000 / 0.000
 # gae_all_blocks is g's L_rmap target (configs/shapes/g.yaml: relevancy_start_layer 0).
 THRESHOLDS = {
-    ("g", "test"): (0.45, 0.17),
-    ("g", "openworld"): (0.58, 0.32),
+    ("g", "test"): (0.65, 0.28),
+    ("g", "openworld"): (0.65, 0.33),
     ("gae_all_blocks", "test"): (0.65, 0.12),
     ("gae_all_blocks", "openworld"): (0.73, 0.14),
 }
@@ -103,12 +104,12 @@ def test_grounding_accuracy_stays_above_shipped_level(scores, source, split):
     assert metrics["bbox_acc"] >= box, f"{source} box accuracy on {split} regressed: {metrics}"
 
 
-def test_g_points_better_than_chance_and_boxes_better_than_its_teacher(scores):
-    """g must beat the random point by far (measured 0.533 vs 0.107) and its teacher's box accuracy
-    (measured 0.230 vs 0.172 on test, 0.429 vs 0.224 open world) — the paper's main claim."""
-    assert scores[("g", "test")]["pointing"] >= scores[("random", "test")]["pointing"] + 0.30
+def test_g_points_better_than_chance_and_boxes_10_points_above_its_teacher(scores):
+    """g must beat the random point by far (measured 0.721 vs 0.107) and its teacher's box accuracy by the
+    paper's 10 points (measured +16.4 on test, +18.4 open world) — the paper's main claim."""
+    assert scores[("g", "test")]["pointing"] >= scores[("random", "test")]["pointing"] + 0.45
     for split in ("test", "openworld"):
-        assert scores[("g", split)]["bbox_acc"] > scores[("gae_all_blocks", split)]["bbox_acc"]
+        assert scores[("g", split)]["bbox_acc"] >= scores[("gae_all_blocks", split)]["bbox_acc"] + 0.10
 
 
 MAX_CORR_ACROSS_IMAGES = 0.5
@@ -138,7 +139,7 @@ def test_shipped_g_looks_at_the_image_and_the_phrase(world, clip):
         present = net(images, clip.encode_text([f"a {s.objects[0].phrase}" for s in scenes]))
     across_images = (_centred(one_phrase[:-1]) * _centred(one_phrase[1:])).sum(dim=1).mean().item()
     across_phrases = (_centred(one_image[:-1]) * _centred(one_image[1:])).sum(dim=1).mean().item()
-    # Measured with the shipped g: across images -0.060, across phrases 0.755 (one phrase per colour:
+    # Measured with the shipped g (2026-12-04): across images -0.054, across phrases 0.566 (one phrase per colour:
     # the shipped CLIP knows colours far better than shapes, so g's maps of two shapes of one colour
     # are nearly alike), mass inside the named object's box on 8 of 8 scenes. A blind g gives 1.0.
     assert across_images < MAX_CORR_ACROSS_IMAGES, f"g's map of one phrase hardly changes across scenes: {across_images:.3f}"
