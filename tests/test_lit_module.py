@@ -172,3 +172,23 @@ def test_validation_box_rule_takes_the_same_settings_as_the_clis():
     assert tiny_module().val_box_rule == BoxRule(rule="wsg", mode="paper")
     with pytest.raises(ValueError, match="NMS"):  # the WSOL rule has no NMS: refused when the module is built
         tiny_module(task="wsol", network={"architecture": "wsol_unet", "backbone": "vgg16"}, val_box_nms_iou=0.3)
+
+
+@pytest.mark.parametrize("ties, expected", [("centre", 1.0), ("first", 0.0)])
+def test_validation_pointing_follows_val_pointing_ties(monkeypatch, ties, expected):
+    module = tiny_module(val_pointing_ties=ties)
+    monkeypatch.setattr(module, "_has_val_data", lambda: True)
+    module.setup("fit")
+    # A flat top over rows/cols 8..40 of a 64×64 map; the GT box holds its centre but not its first pixel.
+    maps = torch.zeros(1, 64, 64)
+    maps[0, 8:41, 8:41] = 1.0
+    batch = [{"image": torch.rand(3, 64, 64), "size": (64, 64), "phrases": [["a"]],
+              "boxes": [torch.tensor([[16.0, 16.0, 40.0, 40.0]])]}]
+    monkeypatch.setattr(module, "predict_maps", lambda images, phrases, owners: maps)
+    module.validation_step(batch, 0)
+    assert module._metrics["pointing_acc"].compute() == expected
+
+
+def test_unknown_val_pointing_ties_is_refused():
+    with pytest.raises(ValueError, match="val_pointing_ties"):
+        tiny_module(val_pointing_ties="middle")

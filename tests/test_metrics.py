@@ -70,6 +70,14 @@ def test_argmax_centre_does_not_depend_on_the_other_maps_of_the_call() -> None:
     assert 3 <= row <= 6 and 18 <= col <= 21  # the plateau's centre is (4.5, 19.5)
 
 
+def test_argmax_of_a_constant_map_is_its_first_pixel_under_both_rules() -> None:
+    blank = torch.full((20, 30), 0.5)
+    padded_beside = torch.zeros(40, 10)
+    padded_beside[5, 5] = 1.0
+    for ties in ("centre", "first"):
+        assert argmax_points([blank, padded_beside], ties=ties).tolist() == [[0, 0], [5, 5]]
+
+
 def test_argmax_rejects_unknown_ties() -> None:
     with pytest.raises(ValueError, match="ties"):
         argmax_points([torch.zeros(3, 3)], ties="middle")

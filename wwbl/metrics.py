@@ -11,7 +11,7 @@ Conventions shared by all metrics:
 * heatmaps are ``H×W`` float maps at the **original** image resolution (callers resize with
   ``wwbl.images.resize_heatmap``, bilinear — the reference uses ``cv2.resize``, also bilinear);
 * a pointing location is ``(row, col)`` in pixel indices; of several maximal pixels the one deepest
-  inside the largest flat top (``ties="centre"``, see :func:`argmax_points`) or the first
+  inside the thickest flat top (``ties="centre"``, see :func:`argmax_points`) or the first
   (``ties="first"``, the reference's ``np.argmax``).
 
 Each update is vectorised over images: ragged inputs are padded into one batch tensor.
@@ -67,7 +67,9 @@ def argmax_points(heatmaps: Sequence[Tensor], ties: str = POINTING_TIES[0]) -> T
     A unique maximum is the point, as ``argmax``. Several maximal pixels (a flat top) are resolved by
     ``ties``: ``"first"`` takes the first in row-major order (``np.argmax``, the reference);
     ``"centre"`` (default) the one deepest inside the thickest flat top (most 3×3 erosions survived;
-    the map's edge counts as outside), the one nearest the centroid of those if several. Why: g's
+    the map's edge counts as outside), the one nearest the centroid of those if several. A constant map
+    shows no place, so it keeps the first pixel under both rules (a blank map must not score as a
+    centre prior). Why "centre": g's
     released output block (BN on one channel → ReLU → a 1→1 conv) gives the map a plateau wherever that
     ReLU is dead and the last weight is negative; the shipped shapes g has about a thousand tied
     maximal pixels per 128² map, and "first" puts the point on the plateau's top edge.
@@ -91,15 +93,18 @@ def argmax_points(heatmaps: Sequence[Tensor], ties: str = POINTING_TIES[0]) -> T
             batch[i, : heatmap.shape[0], : heatmap.shape[1]] = heatmap
     flat = batch.flatten(1).argmax(dim=1)
     if ties == "centre":
-        flat = _centre_of_ties(batch, flat)
+        pixels = torch.tensor([h.numel() for h in heatmaps], device=batch.device)
+        flat = _centre_of_ties(batch, flat, pixels)
     return torch.stack([flat // width, flat % width], dim=1)
 
 
-def _centre_of_ties(batch: Tensor, first: Tensor) -> Tensor:
-    """Flat indices: ``first`` where a map's maximum is unique; else, among the tied pixels farthest
-    (chessboard distance) from any untied pixel or the map's edge, the one nearest their centroid."""
+def _centre_of_ties(batch: Tensor, first: Tensor, pixels: Tensor) -> Tensor:
+    """Flat indices: ``first`` where a map's maximum is unique or the map constant (``pixels``: each
+    map's own size); else, among the tied pixels farthest (chessboard distance) from any untied pixel
+    or the map's edge, the one nearest their centroid."""
     best = batch.flatten(1).max(dim=1).values
-    several = (batch >= best[:, None, None]).flatten(1).sum(dim=1) > 1
+    count = (batch >= best[:, None, None]).flatten(1).sum(dim=1)
+    several = (count > 1) & (count < pixels)
     if not several.any():
         return first
     tied = batch[several] >= best[several, None, None]

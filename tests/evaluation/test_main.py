@@ -410,6 +410,23 @@ def test_box_resolution_original_or_model(tiny_clip):
     assert boxes == {"model": [[2.0, 1.0, 6.0, 3.0]], "original": [[1.0, 1.0, 7.0, 3.0]]}
 
 
+def test_pointing_ties_centre_or_first_reach_the_grounding_points(tiny_clip):
+    from wwbl.evaluation.__main__ import build_parser
+    from wwbl.evaluation.evaluate import settings_from_args
+    from wwbl.evaluation.tasks import GroundingTask
+
+    plateau = torch.zeros(9, 9)
+    plateau[2:7, 3:8] = 1.0  # a 5×5 flat top, centre (4, 5), first pixel (2, 3)
+    extractor = RawMapExtractor(tiny_clip, {"flat": plateau}, side=9)
+    unit, image = _one_item_unit(["flat"], (9, 9)), Image.new("RGB", (9, 9))
+    points = {ties: GroundingTask(extractor, lambda h: Detections.empty(), pointing_ties=ties)
+              .process([unit], [image])[0]["items"]["e"]["point"] for ties in ("centre", "first")}
+    assert points == {"centre": [4, 5], "first": [2, 3]}
+    base = ["wsg", "--dataset", "flickr30k", "--root", "r", "--out", "o", "--method", "gae"]
+    assert settings_from_args(build_parser().parse_args(base)).pointing_ties == "centre"
+    assert settings_from_args(build_parser().parse_args(base + ["--pointing-ties", "first"])).pointing_ties == "first"
+
+
 def test_evaluation_cli_passes_the_released_code_options():
     from wwbl.evaluation.__main__ import build_parser
     from wwbl.evaluation.evaluate import settings_from_args
