@@ -78,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
         add_score_arguments(p, off_by_default=True)
         p.add_argument("--gt-mode", default="union", choices=("union", "any"), help="pointing: union GT box or any box")
         p.add_argument("--pointing-ties", default=defaults.POINTING_TIES[0], choices=defaults.POINTING_TIES,
-                       help="pointing: of several maximal pixels (a flat top), the one deepest inside the largest "
+                       help="pointing: of several maximal pixels (a flat top), the one deepest inside the thickest "
                             "flat top, or the first in row-major order (released code)")
     wsg.add_argument("--acc-threshold", type=float, default=None, help="Acc@thr (default ZSGNet: 0.5 Flickr, 0.3 VG)")
     wsg.add_argument("--entity-average", default="normalised", choices=("normalised", "raw"),

@@ -32,8 +32,8 @@ from PIL import Image
 from torch import Tensor
 
 from wwbl.boxes import Detections
-from wwbl.defaults import POINTING_TIES
 from wwbl.clip import minmax_normalize
+from wwbl.defaults import POINTING_TIES
 from wwbl.extractors.postprocess import close_map
 from wwbl.images import resize_heatmap, to_tensor01
 from wwbl.inference.scoring import Scoring, box_heat, confidence, crop_similarity
