@@ -132,7 +132,8 @@ def test_shipped_clip_tells_colour_shape_phrases_apart(shipped_world):
     assert wins / pairs > CLIP_PAIR_ACC_MIN
 
 
-@pytest.mark.parametrize("config", ["configs/shapes/clip.yaml", "configs/shapes/clip_64px.yaml"])
+@pytest.mark.parametrize("config", ["configs/shapes/clip.yaml", "configs/shapes/clip_64px.yaml",
+                                    "configs/shapes/clip_64px_continue.yaml"])
 def test_clip_stage_configs_load_and_fit_the_world(config):
     root = Path(__file__).resolve().parents[2]
     parser = train_clip.stage_parser("test", str(root / config))
