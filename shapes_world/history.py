@@ -18,6 +18,8 @@ from typing import Any
 import matplotlib.pyplot as plt
 import torch
 
+from wwbl.defaults import POINTING_TIES
+
 VAL_KEYS = {"val/pointing_acc": "pointing", "val/box_acc": "bbox_acc"}
 
 
@@ -57,12 +59,22 @@ def plot_history(history: list[dict[str, Any]], out_png: str | Path, chosen_epoc
     plt.close(fig)
 
 
+# The val pointing tie rule of checkpoints from before the val_pointing_ties knob: the first maximum.
+LEGACY_POINTING_TIES = "first"
+
+
+def val_history_ties(record: dict[str, Any] | None) -> str:
+    """The tie rule a ``training.json`` record's val pointing was scored with (the default without a record)."""
+    if record is None:
+        return POINTING_TIES[0]
+    return record.get("val_pointing_ties", LEGACY_POINTING_TIES)
+
+
 def record_training(run_dir: str, ckpt: str, export: str, command: str) -> dict[str, Any]:
     """Write ``<export>/training.json`` from a Lightning run folder and the checkpoint that was exported."""
     history = read_val_history(Path(run_dir) / "metrics.csv")
     state = torch.load(ckpt, map_location="cpu", weights_only=True)
-    # Checkpoints from before the val_pointing_ties knob scored val pointing at the first maximum.
-    ties = (state.get("hyper_parameters") or {}).get("val_pointing_ties", "first")
+    ties = (state.get("hyper_parameters") or {}).get("val_pointing_ties", LEGACY_POINTING_TIES)
     record = {"command": command, "checkpoint": Path(ckpt).name, "epoch": int(state.get("epoch", -1)),
               "global_step": int(state.get("global_step", -1)), "val_pointing_ties": ties, "val_history": history}
     Path(export, "training.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")

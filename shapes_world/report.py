@@ -63,7 +63,7 @@ def build_report(s: ReportSettings) -> dict[str, Any]:
     report["world"] = world_summary(s)
     report["models"] = model_summary(s)
     if "wsg" not in s.skip:
-        report["wsg"] = wsg_rows(ev)
+        report["wsg"] = wsg_rows(ev, nested_get(report, "models", "g_training"))
         report["diagnostics"] = diagnostics(ev, report["wsg"])
     if "wwbl" not in s.skip:
         report["wwbl"] = wwbl_rows(ev)

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from shapes_world.config import read_yaml
+from shapes_world.history import val_history_ties
 from shapes_world.report_settings import SPLITS, ReportSettings
 from wwbl.clip import ClipSpec
 from wwbl.defaults import POINTING_TIES
@@ -138,20 +139,10 @@ def teacher_label(g_config: str) -> str:
     return "gae" if start == -1 else "gae_all_blocks" if start == 0 else f"gae_from_block{start}"
 
 
-def history_ties(s: ReportSettings) -> str:
-    """The pointing tie rule of g's recorded val history (its ``training.json``; records from before
-    the rule was recorded used the first maximum), so that the teacher's val figures are comparable."""
-    record = Path(s.g_checkpoint) / "training.json"
-    if not record.is_file():
-        return POINTING_TIES[0]
-    return json.loads(record.read_text(encoding="utf-8")).get("val_pointing_ties", "first")
-
-
-def teacher_on_val(ev: Evaluator) -> dict[str, Any]:
+def teacher_on_val(ev: Evaluator, ties: str) -> dict[str, Any]:
     """GAE from the last block (g.yaml's L_rmap target, as the reference) vs. from all blocks, on
     **val**: the evidence a choice of g's relevancy target may rest on (test is not used for it);
-    pointing by the tie rule of g's val history."""
-    ties = history_ties(ev.s)
+    pointing by ``ties``, the tie rule of g's val history, so that the figures are comparable."""
     suffix = "" if ties == POINTING_TIES[0] else f"_ties_{ties}"
     return {label: {**ev.wsg("val", label + suffix, method="gae", options=EXTRACTORS[label][1], pointing_ties=ties),
                     "pointing_ties": ties}
@@ -169,8 +160,9 @@ def released_tie_rows(ev: Evaluator, teacher: str) -> dict[str, dict[str, Any]]:
             for label, kwargs in sources.items()}
 
 
-def wsg_rows(ev: Evaluator) -> dict[str, Any]:
-    """Every WSG row on both splits: baselines, training-free extractors, g."""
+def wsg_rows(ev: Evaluator, g_training: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Every WSG row on both splits: baselines, training-free extractors, g (``g_training``: its
+    ``training.json`` record, whose val history sets the tie rule of the teacher's val figures)."""
     sigma, sigma_scores = choose_centre_sigma(ev)
     rows: dict[str, dict[str, Any]] = {}
     for split in SPLITS:
@@ -190,7 +182,7 @@ def wsg_rows(ev: Evaluator) -> dict[str, Any]:
                 log.error("WSG %s on %s failed: %s", label, split, err)
                 rows.setdefault(label, {})[split] = {"error": f"{type(err).__name__}: {err}"}
     return {"rows": rows, "centre_sigma": sigma, "centre_sigma_val_box_acc": sigma_scores,
-            "not_applicable": NOT_APPLICABLE, "teacher_val": teacher_on_val(ev), "teacher": teacher_label(ev.s.g_config),
+            "not_applicable": NOT_APPLICABLE, "teacher_val": teacher_on_val(ev, val_history_ties(g_training)), "teacher": teacher_label(ev.s.g_config),
             "released_ties": released_tie_rows(ev, teacher_label(ev.s.g_config))}
 
 

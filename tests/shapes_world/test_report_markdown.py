@@ -27,3 +27,11 @@ def test_wsg_section_shows_pointing_under_both_tie_rules():
            "released_ties": first}
     text = "\n".join(render_wsg({"wsg": wsg, "settings": {"seed": 0}}))
     assert "| 70.0 / 58.0 | 65.0 / 61.0 |" in text  # default (centre) / released (first), per split
+
+
+def test_val_history_tie_rule_of_a_training_record():
+    from shapes_world.history import val_history_ties
+
+    assert val_history_ties(None) == "centre"  # no record: the evaluation's default
+    assert val_history_ties({"val_history": []}) == "first"  # recorded before the knob existed
+    assert val_history_ties({"val_pointing_ties": "centre"}) == "centre"
