@@ -181,9 +181,10 @@ def wsg_rows(ev: Evaluator, g_training: dict[str, Any] | None = None) -> dict[st
             except (ValueError, RuntimeError, OSError) as err:  # one failing source must not sink the report
                 log.error("WSG %s on %s failed: %s", label, split, err)
                 rows.setdefault(label, {})[split] = {"error": f"{type(err).__name__}: {err}"}
+    teacher = teacher_label(ev.s.g_config)
     return {"rows": rows, "centre_sigma": sigma, "centre_sigma_val_box_acc": sigma_scores,
-            "not_applicable": NOT_APPLICABLE, "teacher_val": teacher_on_val(ev, val_history_ties(g_training)), "teacher": teacher_label(ev.s.g_config),
-            "released_ties": released_tie_rows(ev, teacher_label(ev.s.g_config))}
+            "not_applicable": NOT_APPLICABLE, "teacher_val": teacher_on_val(ev, val_history_ties(g_training)),
+            "teacher": teacher, "released_ties": released_tie_rows(ev, teacher)}
 
 
 def wwbl_rows(ev: Evaluator) -> dict[str, Any]:

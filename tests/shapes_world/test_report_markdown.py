@@ -1,6 +1,7 @@
 """The Markdown of the report: the ablation table and the teacher of a partial report."""
 from __future__ import annotations
 
+from shapes_world.history import val_history_ties
 from shapes_world.report_ablation import mean_std
 from shapes_world.report_markdown import render_ablation, render_wsg, teacher_of
 
@@ -30,8 +31,6 @@ def test_wsg_section_shows_pointing_under_both_tie_rules():
 
 
 def test_val_history_tie_rule_of_a_training_record():
-    from shapes_world.history import val_history_ties
-
     assert val_history_ties(None) == "centre"  # no record: the evaluation's default
     assert val_history_ties({"val_history": []}) == "first"  # recorded before the knob existed
     assert val_history_ties({"val_pointing_ties": "centre"}) == "centre"
