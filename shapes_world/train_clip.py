@@ -1,6 +1,6 @@
 """Stage (a): pretrain a small open_clip ViT contrastively on shapes-world captions.
 
-The architecture is the JSON ``configs/clip/shapes-vit.json`` registered with open_clip; text goes
+The architecture is the JSON ``configs/clip/shapes-vit-64.json`` registered with open_clip; text goes
 through open_clip's own tokenizer; the loss is open_clip's ``ClipLoss`` (symmetric InfoNCE) plus,
 with ``hard_negatives`` (default on), an image-to-text term whose extra negatives are the same
 captions with one object's colour or shape swapped to a combination absent from the image
@@ -17,7 +17,8 @@ Token-embedding rows of tokens that never occurred in training are zeroed before
 hold only their random initialisation) and the table is stored in float16, which keeps the file
 highly compressible for git.
 
-Command: ``python -m shapes_world.train_clip --config configs/shapes/clip.yaml``.
+Commands (the shipped CLIP): ``python -m shapes_world.train_clip --config configs/shapes/clip.yaml``,
+then ``--config configs/shapes/clip_continue.yaml``.
 """
 from __future__ import annotations
 
@@ -50,7 +51,7 @@ log = logging.getLogger(__name__)
 class ClipTrainConfig:
     """Stage (a) hyper-parameters (YAML section ``train``)."""
 
-    model_config: str = "configs/clip/shapes-vit.json"
+    model_config: str = "configs/clip/shapes-vit-64.json"
     out_dir: str = "checkpoints/shapes_clip"
     steps: int = 2000
     batch_size: int = 128

@@ -79,19 +79,20 @@ def scores(benchmark, clip, tmp_path_factory):
             for label, source in sources.items() for split in benchmark}
 
 
-# (pointing, box accuracy) floors. Measured on this set with the shipped models (2026-12-04, pointing by
-# the default centre-of-flat-top rule; g of 2026-12-03, SGD lr 5e-3):
-#   g              test      pointing 0.721, box 0.336 (122 entities) -> floors 0.65, 0.28
-#   g              openworld pointing 0.735, box 0.408 (49 entities)  -> floors 0.65, 0.33
-#   gae_all_blocks test      pointing 0.730, box 0.172                -> floors 0.65, 0.12
-#   gae_all_blocks openworld pointing 0.816, box 0.224                -> floors 0.73, 0.14
+# (pointing, box accuracy) floors. Measured on this set with the shipped models (2026-12-07, pointing by
+# the default centre-of-flat-top rule; CLIP of configs/shapes/clip{,_continue}.yaml, g of configs/shapes/g.yaml
+# at lambda_rmap 12, epoch 15):
+#   g              test      pointing 0.787, box 0.336 (122 entities) -> floors 0.72, 0.28
+#   g              openworld pointing 0.776, box 0.367 (49 entities)  -> floors 0.70, 0.30
+#   gae_all_blocks test      pointing 0.738, box 0.221                -> floors 0.67, 0.16
+#   gae_all_blocks openworld pointing 0.755, box 0.143                -> floors 0.68, 0.09
 #   random                   pointing 0.107 / 0.020, box 0.000 / 0.000
 # gae_all_blocks is g's L_rmap target (configs/shapes/g.yaml: relevancy_start_layer 0).
 THRESHOLDS = {
-    ("g", "test"): (0.65, 0.28),
-    ("g", "openworld"): (0.65, 0.33),
-    ("gae_all_blocks", "test"): (0.65, 0.12),
-    ("gae_all_blocks", "openworld"): (0.73, 0.14),
+    ("g", "test"): (0.72, 0.28),
+    ("g", "openworld"): (0.70, 0.30),
+    ("gae_all_blocks", "test"): (0.67, 0.16),
+    ("gae_all_blocks", "openworld"): (0.68, 0.09),
 }
 
 
@@ -105,15 +106,15 @@ def test_grounding_accuracy_stays_above_shipped_level(scores, source, split):
 
 
 def test_g_points_better_than_chance_and_boxes_10_points_above_its_teacher(scores):
-    """g must beat the random point by far (measured 0.721 vs 0.107) and its teacher's box accuracy by the
-    paper's 10 points (measured +16.4 on test, +18.4 open world) — the paper's main claim."""
+    """g must beat the random point by far (measured 0.787 vs 0.107) and its teacher's box accuracy by the
+    paper's 10 points (measured +11.5 on test, +22.4 open world) — the paper's main claim."""
     assert scores[("g", "test")]["pointing"] >= scores[("random", "test")]["pointing"] + 0.45
     for split in ("test", "openworld"):
         assert scores[("g", split)]["bbox_acc"] >= scores[("gae_all_blocks", split)]["bbox_acc"] + 0.10
 
 
 MAX_CORR_ACROSS_IMAGES = 0.5
-MAX_CORR_ACROSS_PHRASES = 0.9
+MAX_CORR_ACROSS_PHRASES = 0.5
 MIN_SCENES_MASS_INSIDE = 6
 
 
@@ -139,9 +140,9 @@ def test_shipped_g_looks_at_the_image_and_the_phrase(world, clip):
         present = net(images, clip.encode_text([f"a {s.objects[0].phrase}" for s in scenes]))
     across_images = (_centred(one_phrase[:-1]) * _centred(one_phrase[1:])).sum(dim=1).mean().item()
     across_phrases = (_centred(one_image[:-1]) * _centred(one_image[1:])).sum(dim=1).mean().item()
-    # Measured with the shipped g (2026-12-04): across images -0.054, across phrases 0.566 (one phrase per colour:
-    # the shipped CLIP knows colours far better than shapes, so g's maps of two shapes of one colour
-    # are nearly alike), mass inside the named object's box on 8 of 8 scenes. A blind g gives 1.0.
+    # Measured with the shipped g (2026-12-07): across images -0.020, across phrases -0.024 (one phrase per
+    # colour; the g shipped before, trained against a CLIP that knew colours far better than shapes, gave
+    # 0.566), mass inside the named object's box on 8 of 8 scenes. A blind g gives 1.0.
     assert across_images < MAX_CORR_ACROSS_IMAGES, f"g's map of one phrase hardly changes across scenes: {across_images:.3f}"
     assert across_phrases < MAX_CORR_ACROSS_PHRASES, f"g's maps of different phrases are alike: {across_phrases:.3f}"
     inside = []
