@@ -19,7 +19,7 @@ log = logging.getLogger("shapes_world.report")
 
 # Loss ablation (WWbL Table 5): arm → (description, LightningCLI overrides of configs/shapes/g.yaml).
 ABLATION_ARMS: dict[str, tuple[str, list[str]]] = {
-    "all_losses": ("L_fore + L_back + L_rmap + L_reg (paper weights 1, 1, 4, 1)", []),
+    "all_losses": ("L_fore + L_back + L_rmap + L_reg (the weights of --g-config; the paper's are 1, 1, 4, 1)", []),
     "no_rmap": ("without L_rmap", ["--model.lambda_rmap", "0"]),
     "no_fore_back": ("without L_fore and L_back", ["--model.lambda_fore", "0", "--model.lambda_back", "0"]),
     "rmap_only": ("L_rmap only", ["--model.lambda_fore", "0", "--model.lambda_back", "0", "--model.lambda_reg", "0"]),
