@@ -30,7 +30,8 @@ from shapes_world.generator import ShapesWorld
 from wwbl.box_rules import BoxRule
 from wwbl.images import as_tensor01, load_image
 from wwbl.inference.api import load
-from wwbl.inference.scoring import box_heat, confidence, crop_similarity
+from wwbl.defaults import SCORE_VIEWS
+from wwbl.inference.scoring import box_heat, box_similarity, confidence
 from wwbl.readers.flickr30k import load_flickr30k
 
 REPO = Path(__file__).resolve().parents[1]
@@ -64,11 +65,11 @@ def image_queries(samples: list, absent_pool: list[str], count: int, rng: np.ran
 
 
 def measure(root: str, checkpoint: str, limit: int, absent: int, seed: int, world_config: str,
-            batch_size: int) -> dict:
+            batch_size: int, view: str = SCORE_VIEWS[0], split: str = "test") -> dict:
     """Scores and labels of every box, and the AUCs."""
     world, _ = load_world_config(world_config)
     pool = [with_article(f"{c} {s}") for c, s in ShapesWorld(world).combos_for("test")]
-    index = load_flickr30k(root, split="test", min_area_fraction=None)
+    index = load_flickr30k(root, split=split, min_area_fraction=None)
     by_image: dict[str, list] = {}
     for sample in index.samples:
         by_image.setdefault(sample.image_id, []).append(sample)
@@ -89,7 +90,7 @@ def measure(root: str, checkpoint: str, limit: int, absent: int, seed: int, worl
             boxes = torch.cat([d.boxes for d in per_map])
             owner = torch.cat([torch.full((len(d),), k, dtype=torch.long) for k, d in enumerate(per_map)])
             labels = [phrases[k] for k in owner.tolist()]
-            cos = crop_similarity(extractor, [picture], [boxes], [labels])[0]
+            cos = box_similarity(extractor, [picture], [boxes], [labels], view)[0]
             heat = box_heat(hm, span, owner, boxes)
             for j, phrase in enumerate(labels):
                 gt = present.get(phrase)
@@ -103,7 +104,30 @@ def measure(root: str, checkpoint: str, limit: int, absent: int, seed: int, worl
             rows["clip"] += cos.tolist()
             phrase_ids += len(phrases)
             absent_total += len(phrases) - len(present)
-    return summarise(rows, len(images), phrase_ids, absent_total)
+    return {"view": view, **summarise(rows, len(images), phrase_ids, absent_total),
+            "naming": naming(extractor, by_image, images, pool, view)}
+
+
+def naming(extractor: object, by_image: dict[str, list], images: list[str], pool: list[str], view: str) -> dict:
+    """With ground-truth boxes, how often CLIP's best phrase for an object's box is the object's own:
+    among the image's phrases (``among_present``, what ``--cross-phrase-iou`` relies on) and among the
+    world's phrases of the object's colour (``among_same_colour``, shape alone)."""
+    hits = {"among_present": 0, "among_same_colour": 0}
+    objects = 0
+    for key in images:
+        samples = by_image[key]
+        picture = as_tensor01(load_image(samples[0].image_path))
+        names = [s.phrases[0] for s in samples]
+        boxes = torch.cat([s.gt_boxes[:1] for s in samples])
+        for k, name in enumerate(names):
+            rivals = {"among_present": names,
+                      "among_same_colour": [p for p in pool if p.split()[-2] == name.split()[-2]] or [name]}
+            for what, phrases in rivals.items():
+                phrases = list(dict.fromkeys([name, *phrases]))
+                cos = box_similarity(extractor, [picture], [boxes[k:k + 1].expand(len(phrases), 4)], [phrases], view)[0]
+                hits[what] += int(int(cos.argmax()) == 0)
+            objects += 1
+    return {"objects": objects, **{what: round(count / max(objects, 1), 4) for what, count in hits.items()}}
 
 
 def summarise(rows: dict[str, list], images: int, phrases: int, absent_phrases: int) -> dict:
@@ -139,9 +163,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--absent", type=int, default=3, help="absent phrases per image")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--split", choices=("val", "test"), default="test",
+                        help="the list of --root to score (val: to choose a threshold without the test split)")
+    parser.add_argument("--view", choices=SCORE_VIEWS, default=SCORE_VIEWS[0], help="how CLIP sees a box")
     parser.add_argument("--out", default=None, help="write the numbers as JSON here")
     args = parser.parse_args(argv)
-    result = measure(args.root, args.checkpoint, args.limit, args.absent, args.seed, args.world, args.batch_size)
+    result = measure(args.root, args.checkpoint, args.limit, args.absent, args.seed, args.world, args.batch_size,
+                     args.view, args.split)
     text = json.dumps(result, indent=2)
     print(text)
     if args.out:

@@ -112,17 +112,25 @@ def add_box_rule_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def add_score_arguments(parser: argparse.ArgumentParser, off_by_default: bool = False) -> None:
-    """``--score-threshold`` and ``--top-k`` on the detection confidence (read back by
-    :func:`wwbl.inference.options.scoring_from_args`); ``off_by_default``: the evaluation's wording."""
-    off = ("; without either flag boxes keep the box rule's score and none is dropped, so benchmark numbers "
-           "stay the papers' protocol") if off_by_default else ""
+    """``--score-threshold``, ``--cross-phrase-iou``, ``--top-k`` and ``--score-view`` on the detection
+    confidence (read back by :func:`wwbl.inference.options.scoring_from_args`); ``off_by_default``: the
+    evaluation's wording."""
+    off = ("; without --score-threshold, --cross-phrase-iou or --top-k boxes keep the box rule's score and none "
+           "is dropped, so benchmark numbers stay the papers' protocol") if off_by_default else ""
     parser.add_argument("--score-threshold", type=unit_float, default=None,
                         help="drop boxes whose detection confidence is below this, so a phrase whose object is "
-                             "absent can get no box (confidence: CLIP cosine of the box crop with the phrase, for g "
+                             "absent can get no box (confidence: CLIP cosine of the box with the phrase, for g "
                              "combined with the raw heat in the box; see wwbl.inference.scoring and "
                              "docs/shapes_report/scores.md; default: keep all)" + off)
+    parser.add_argument("--cross-phrase-iou", type=unit_float, default=None,
+                        help="of boxes of different phrases overlapping by more than this IoU keep only the most "
+                             "confident, so one object gets one name (default: off)" + off)
     parser.add_argument("--top-k", type=positive_int, default=None,
                         help="keep each image's k most confident boxes (default: all)" + off)
+    parser.add_argument("--score-view", choices=defaults.SCORE_VIEWS, default=defaults.SCORE_VIEWS[0],
+                        help="how CLIP sees a box for its confidence: 'context' the whole frame with everything "
+                             "outside the box blanked to CLIP's mean colour (as L_fore shows CLIP g's masks), "
+                             "'crop' the box resized to CLIP's input (default: %(default)s)")
 
 
 def add_pipeline_arguments(parser: argparse.ArgumentParser) -> None:
@@ -136,6 +144,9 @@ def add_pipeline_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--proposal-dedup-iou", type=unit_float, default=None,
                         help="drop a proposal whose IoU with an earlier kept one exceeds this (greedy, the earlier "
                              "box stays; applied before --max-proposals); changes results, for speed (default: off)")
+    parser.add_argument("--min-proposal-area", type=unit_float, default=defaults.MIN_PROPOSAL_AREA,
+                        help="keep proposals whose area exceeds this fraction of the image (the reference's 0.1 "
+                             "suits photos; the shapes world's objects cover 2-20 %% of a scene: it uses 0.02)")
     parser.add_argument("--cluster-threshold", type=unit_float, default=defaults.CLUSTER_THRESHOLD,
                         help="community-detection cosine threshold")
     parser.add_argument("--min-cluster-size", type=positive_int, default=defaults.MIN_CLUSTER_SIZE)

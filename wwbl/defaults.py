@@ -21,6 +21,7 @@ POINTING_TIES = ("centre", "first")
 # Selective search (REFERENCE.md W§7 items 1–3).
 SS_ENCODINGS = ("reference", "uint8_bgr")
 SS_ENCODING = "reference"
+MIN_PROPOSAL_AREA = 0.1  # proposals must cover more than this fraction of the frame (the reference's)
 
 # BLIP captioning (W§7 item 5) and the crops it sees.
 DEFAULT_CAPTIONER = "Salesforce/blip-image-captioning-base"
@@ -34,6 +35,9 @@ REFERENCE_CROP_SIZE = 224  # the released code crops captioned regions from its 
 # Community detection of caption embeddings (W§7 item 7).
 CLUSTER_THRESHOLD = 0.85
 MIN_CLUSTER_SIZE = 2
+
+# Detection confidence (wwbl.inference.scoring): how CLIP sees a box, the default first.
+SCORE_VIEWS = ("context", "crop")
 
 # Heatmap sources, for help texts (tests check this list against the extractor registry).
 HEATMAP_SOURCES = ("g", "gae", "gem", "clip_surgery", "clip_text_span", "adapting_clip", "vl_score", "gradcam",

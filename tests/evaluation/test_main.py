@@ -456,6 +456,10 @@ def test_evaluation_score_flags_are_off_by_default_and_reach_the_settings():
     assert wsg.scoring == Scoring(threshold=0.3) and wsg.identity()["score_threshold"] == 0.3
     wwbl = settings_from_args(build_parser().parse_args(["wwbl", *base, "--top-k", "2"]))
     assert wwbl.scoring == Scoring(top_k=2)
+    named = settings_from_args(build_parser().parse_args(["wwbl", *base, "--cross-phrase-iou", "0.5", "--score-view",
+                                                          "crop"]))
+    assert named.scoring == Scoring(view="crop", cross_phrase_iou=0.5) and named.identity()["score_view"] == "crop"
+    assert "score_view" not in defaults.identity()
     with pytest.raises(SystemExit):
         build_parser().parse_args(["wsol", "--dataset", "cub", "--root", "r", "--out", "o", "--method", "gae",
                                    "--top-k", "2"])

@@ -7,18 +7,23 @@ COLOURS = {"red": (1.0, 0.0, 0.0), "green": (0.0, 1.0, 0.0), "blue": (0.0, 0.0, 
 
 
 class MeanColourClip:
-    """A stand-in CLIP whose image embedding is the L2-normalised mean RGB of the (16×16) crop and whose
-    text embedding of a colour name is that colour: the cosine says how much of the crop is that colour."""
+    """A stand-in CLIP whose image embedding is the L2-normalised mean RGB of its 16×16 input and whose
+    text embedding of a colour name is that colour: the cosine says how much of the box is that colour.
+    Its ``prepare`` resizes by nearest neighbour (colours stay pure) and does not normalise, so its
+    blank (the mean colour, 0 after normalisation) is black."""
 
     image_size = 16
     device = torch.device("cpu")
 
     def prepare(self, images01):
-        return images01
+        return torch.nn.functional.interpolate(images01, size=(16, 16), mode="nearest")
+
+    def encode_image_prepared(self, x):
+        assert x.shape[-2:] == (16, 16)  # views arrive at CLIP's input size
+        return torch.nn.functional.normalize(x.mean(dim=(-2, -1)), dim=-1)
 
     def encode_image(self, images01):
-        assert images01.shape[-2:] == (16, 16)  # crops arrive resized to CLIP's input
-        return torch.nn.functional.normalize(images01.mean(dim=(-2, -1)), dim=-1)
+        return self.encode_image_prepared(self.prepare(images01))
 
     def encode_text(self, phrases):
         return torch.tensor([next(COLOURS[w] for w in p.split() if w in COLOURS) for p in phrases])

@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from PIL import Image
 
 from wwbl.box_rules import BoxRule
 from wwbl.evaluation.__main__ import build_parser
@@ -18,7 +19,7 @@ WSOL_BASE = ["--dataset", "cub", "--root", "data", "--method", "gae", "--out", "
 PIPELINE_FLAGS = ["--ss-encoding", "uint8_bgr", "--max-proposals", "7", "--cluster-threshold", "0.6",
                   "--min-cluster-size", "3", "--num-beams", "2", "--max-caption-length", "12",
                   "--caption-chunk", "5", "--reference-crops", "--proposal-dedup-iou", "0.7",
-                  "--caption-repeated-crops"]
+                  "--caption-repeated-crops", "--min-proposal-area", "0.02"]
 
 
 def two_blobs() -> torch.Tensor:
@@ -76,7 +77,8 @@ def test_wsol_threshold_flag_reaches_the_wsol_rule():
 
 
 def test_the_wwbl_evaluation_takes_the_pipeline_flags_of_infer(infer):
-    expected = WWbLOptions(proposals=ProposalGenerator(encoding="uint8_bgr", dedup_iou=0.7, max_proposals=7),
+    expected = WWbLOptions(proposals=ProposalGenerator(encoding="uint8_bgr", dedup_iou=0.7, max_proposals=7,
+                                                       min_area_ratio=0.02),
                            caption=CaptionSettings(num_beams=2, max_length=12, chunk_size=5, reference_crop_size=224,
                                                    share_identical_crops=False),
                            cluster_threshold=0.6, min_cluster_size=3)
@@ -95,10 +97,21 @@ def test_speed_options_are_off_by_default_and_sharing_on(infer):
 
 @pytest.mark.parametrize("flags, field, value", [
     (["--proposal-dedup-iou", "0.5"], "dedup_iou", 0.5), (["--proposal-dedup-iou", "0"], "dedup_iou", 0.0),
-    (["--max-proposals", "20"], "max_proposals", 20),
+    (["--max-proposals", "20"], "max_proposals", 20), (["--min-proposal-area", "0.02"], "min_area_ratio", 0.02),
+    ([], "min_area_ratio", 0.1),
 ])
 def test_proposal_speed_flags_parse(infer, flags, field, value):
     assert getattr(pipeline_options_from_args(infer.parse_args(["--image", "x.png", *flags])).proposals, field) == value
+
+
+def test_min_proposal_area_decides_which_grid_boxes_survive():
+    # at the 224 frame the 1/2 and 1/3 grids (4 + 9 boxes, >= 1/9 of the frame) pass 10 %; the 1/4 grid's
+    # 16 boxes (57² of 224², 6.5 %; the border ones clipped to 53·57 = 6.0 %) pass only a 2 % filter
+    image = Image.new("RGB", (224, 224))
+    assert len(ProposalGenerator(selective_search=False)(image)) == 13
+    assert len(ProposalGenerator(selective_search=False, min_area_ratio=0.02)(image)) == 29
+    with pytest.raises(ValueError, match="min_area_ratio"):
+        ProposalGenerator(min_area_ratio=1.0)
 
 
 @pytest.mark.parametrize("flags", [["--proposal-dedup-iou", "1.2"], ["--proposal-dedup-iou", "x"],

@@ -8,7 +8,7 @@ from PIL import Image
 from tests.helpers.scoring import FixedRawMaps, block, red_left_blue_right
 from wwbl.boxes import Detections
 from wwbl.inference import GroundingPipeline, Scoring, WWbLModel
-from wwbl.inference.scoring import box_heat, confidence, crop_similarity
+from wwbl.inference.scoring import box_heat, box_masks, box_similarity, confidence, cross_phrase_survivors
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -23,14 +23,49 @@ def test_box_heat_is_the_raw_mean_recovered_from_the_range():
     assert heat.tolist() == pytest.approx([0.4, 0.3, 0.4])
 
 
-def test_crop_similarity_sees_the_crop_of_each_box():
+@pytest.mark.parametrize("view", ["context", "crop"])
+def test_box_similarity_sees_each_box(view):
     extractor = FixedRawMaps({"red": block(1.0)})
     boxes = torch.tensor([[0.0, 0.0, 4.0, 8.0], [0.0, 0.0, 4.0, 8.0], [4.0, 0.0, 8.0, 8.0], [0.0, 0.0, 8.0, 8.0]])
-    cos = crop_similarity(extractor, [red_left_blue_right()], [boxes], [["red", "blue", "blue", "red"]])[0]
+    cos = box_similarity(extractor, [red_left_blue_right()], [boxes], [["red", "blue", "blue", "red"]], view)[0]
     # left half pure red, right half pure blue, the whole image half and half: cos (1,0,1)/√2 · red = 1/√2;
-    # up to the bilinear blend of the last half pixel at a crop's inner edge (roi_align samples there)
-    assert cos.tolist() == pytest.approx([1.0, 0.0, 1.0, 2 ** -0.5], abs=0.04)
-    assert cos[0] > 0.99 and cos[1] < 0.04
+    # the crop view up to the bilinear blend of the last half pixel at a crop's inner edge (roi_align samples there)
+    assert cos.tolist() == pytest.approx([1.0, 0.0, 1.0, 2 ** -0.5], abs=0.04 if view == "crop" else 1e-6)
+
+
+def test_context_view_keeps_the_box_in_place_and_blanks_the_rest():
+    image = torch.zeros(3, 8, 8)
+    image[1, :2, :2] = 1.0   # a green corner outside the box
+    image[0, 4:, 4:] = 1.0   # red inside it
+    extractor = FixedRawMaps({"red": block(1.0)})
+    box = torch.tensor([[4.0, 4.0, 8.0, 8.0]])
+    context = box_similarity(extractor, [image], [box], [["green"]], "context")[0]
+    assert context.item() == pytest.approx(0.0, abs=1e-6)  # the green corner is blanked
+
+
+def test_box_masks_are_the_covered_fraction_of_each_input_pixel():
+    # a 4×8 (h×w) image on a 4×4 grid: x scales by 1/2, y by 1
+    masks = box_masks(torch.tensor([[1.0, 0.5, 5.0, 2.0], [0.0, 0.0, 8.0, 4.0]]), (4, 8), 4)
+    expected = torch.zeros(4, 4)
+    expected[0, 0:3] = 0.5          # row 0 covered from 0.5 to 1; columns from 0.5 to 2.5
+    expected[1, 0:3] = 1.0
+    expected[:2, 0] *= 0.5
+    expected[:2, 2] *= 0.5
+    assert torch.allclose(masks[0], expected)
+    assert torch.equal(masks[1], torch.ones(4, 4))
+
+
+def test_cross_phrase_iou_leaves_one_name_per_object():
+    boxes = torch.tensor([[0.0, 0, 10, 10], [0.0, 0, 10, 9], [1.0, 0, 10, 10], [20.0, 20, 30, 30], [0.0, 0, 10, 10]])
+    dets = Detections(boxes, torch.tensor([0.3, 0.5, 0.2, 0.1, 0.4]), ["a", "b", "c", "a", "b"])
+    # b (0.5) suppresses a and c on the same object; its other box (0.4) is the same phrase: kept;
+    # a's far box overlaps nothing
+    assert cross_phrase_survivors(dets, 0.5).tolist() == [1, 3, 4]
+    assert Scoring(cross_phrase_iou=0.5).keep(dets).phrases == ["b", "a", "b"]
+    # at 0.95 only b's box 4 (identical to a's box 0, IoU 1) suppresses; IoUs 0.9 and 0.82 survive
+    assert Scoring(cross_phrase_iou=0.95).keep(dets).phrases == ["b", "c", "a", "b"]
+    assert Scoring(threshold=0.35, cross_phrase_iou=0.5).keep(dets).phrases == ["b", "b"]
+    assert len(cross_phrase_survivors(dets.select(torch.zeros(0, dtype=torch.long)), 0.5)) == 0
 
 
 def test_confidence_is_the_geometric_mean_or_the_clip_term():
@@ -84,7 +119,8 @@ def test_top_k_keeps_the_k_best_most_confident_first_after_the_threshold():
     assert len(Scoring(threshold=0.95).keep(dets)) == 0
 
 
-@pytest.mark.parametrize("settings", [{"threshold": 1.5}, {"threshold": -0.1}, {"top_k": 0}])
+@pytest.mark.parametrize("settings", [{"threshold": 1.5}, {"threshold": -0.1}, {"top_k": 0}, {"view": "blur"},
+                                      {"cross_phrase_iou": 1.2}])
 def test_scoring_rejects_bad_values(settings):
     with pytest.raises(ValueError):
         Scoring(**settings)
@@ -109,15 +145,17 @@ def test_infer_flags_reach_the_model(infer):
     from wwbl.inference.batch import build_model
 
     args = infer.parse_args(["--image", "x.png", "--phrase", "a red square", "--score-threshold", "0.4",
-                             "--top-k", "2", "--device", "cpu"])
+                             "--top-k", "2", "--cross-phrase-iou", "0.5", "--score-view", "crop", "--device", "cpu"])
     infer.use_bundled_models(args)
     model = build_model(args)
-    assert model.scoring == Scoring(threshold=0.4, top_k=2) and model.grounding.scoring == model.scoring
+    assert model.scoring == Scoring(threshold=0.4, top_k=2, view="crop", cross_phrase_iou=0.5)
+    assert model.grounding.scoring == model.scoring
     assert build_model(infer.parse_args(["--image", "x.png", "--checkpoint", args.checkpoint,
                                          "--device", "cpu"])).scoring == Scoring()
 
 
-@pytest.mark.parametrize("flags", [["--score-threshold", "1.5"], ["--top-k", "0"]])
+@pytest.mark.parametrize("flags", [["--score-threshold", "1.5"], ["--top-k", "0"], ["--score-view", "blur"],
+                                   ["--cross-phrase-iou", "2"], ["--min-proposal-area", "1.5"]])
 def test_infer_rejects_bad_score_flags(infer, flags):
     with pytest.raises(SystemExit):
         infer.parse_args(["--image", "x.png", *flags])

@@ -22,8 +22,9 @@ extractor's own ``detect`` (Adapting-CLIP's box search, Crop & Rank, VL-Score's 
 otherwise (WWbL: ``"wsol"`` or else ``"wsg"``). ``box_threshold`` / ``box_nms_iou`` (``None`` = the
 rule's defaults) reach the rule as in ``infer.py``; so do the WWbL pipeline's ``pipeline`` options
 (:class:`~wwbl.inference.options.WWbLOptions`: proposals, caption decoding, clustering).
-``score_threshold`` / ``top_k`` (WSG and WWbL; off by default, so the benchmark numbers are the papers'
-protocol) score the boxes by detection confidence (:mod:`wwbl.inference.scoring`) and keep them by it.
+``score_threshold`` / ``cross_phrase_iou`` / ``top_k`` (WSG and WWbL; off by default, so the benchmark
+numbers are the papers' protocol) score the boxes by detection confidence (:mod:`wwbl.inference.scoring`,
+seen by CLIP as ``score_view``) and keep them by it.
 
 Released-code evaluation choices, each a setting with the paper-faithful default:
 ``entity_average`` (``"normalised"`` | ``"raw"``) and ``box_resolution`` (``"original"`` |
@@ -55,7 +56,7 @@ from wwbl.extractors.base import build_extractor
 from wwbl.extractors.network_g import NetworkGExtractor
 from wwbl.images import load_image, resize_square, to_tensor01
 from wwbl.inference.api import WWbLModel
-from wwbl.defaults import DEFAULT_CAPTIONER, MAX_SIDE, POINTING_TIES
+from wwbl.defaults import DEFAULT_CAPTIONER, MAX_SIDE, POINTING_TIES, SCORE_VIEWS
 from wwbl.inference.options import WWbLOptions, pipeline_options_from_args
 from wwbl.inference.scoring import Scoring
 from wwbl.metrics import argmax_points
@@ -68,7 +69,8 @@ _DATASET_TASK = {"wsg": "grounding", "wwbl": "grounding", "wsol": "wsol", "masks
 # Settings that do not change any result (left out of the resume check).
 _VOLATILE = ("out", "limit", "batch_size", "device", "label", "progress")
 # Settings recorded only when not at these values (their defaults), so runs from before they existed still resume.
-_ONLY_WHEN_SET = {"score_threshold": None, "top_k": None, "max_side": MAX_SIDE}
+_ONLY_WHEN_SET = {"score_threshold": None, "top_k": None, "cross_phrase_iou": None, "score_view": SCORE_VIEWS[0],
+                  "max_side": MAX_SIDE}
 @dataclass
 class EvalSettings:
     """Everything one evaluation run needs (the CLI maps its flags onto these fields)."""
@@ -109,6 +111,8 @@ class EvalSettings:
     drop_empty: bool = False  # WWbL: exclude images without predictions (the reference)
     score_threshold: float | None = None  # WSG / WWbL: drop boxes under this detection confidence (None: off)
     top_k: int | None = None  # WSG / WWbL: keep an image's k most confident boxes (None: off)
+    cross_phrase_iou: float | None = None  # WSG / WWbL: one name per object (None: off)
+    score_view: str = SCORE_VIEWS[0]  # how CLIP sees a box for its confidence (when one of the three is on)
     prompt: str = "an image of a {}."  # WSOL / masks: class / label prompt
     all_names: bool = True  # WSOL: average heatmaps over a class's synonyms
     classify: bool = True  # WSOL: zero-shot top-1/top-5 (needs the extractor's CLIP)
@@ -148,10 +152,11 @@ class EvalSettings:
 
     @property
     def scoring(self) -> Scoring | None:
-        """The detection-confidence filter, or None (boxes keep the rule's score) when neither knob is set."""
-        if self.score_threshold is None and self.top_k is None:
+        """The detection-confidence filter, or None (boxes keep the rule's score) when no filtering knob is set."""
+        if self.score_threshold is None and self.top_k is None and self.cross_phrase_iou is None:
             return None
-        return Scoring(threshold=self.score_threshold, top_k=self.top_k)
+        return Scoring(threshold=self.score_threshold, top_k=self.top_k, view=self.score_view,
+                       cross_phrase_iou=self.cross_phrase_iou)
 
     def box_rule(self, rule: str) -> BoxRule:
         """The run's :class:`BoxRule` of kind ``rule`` ("wsg" or "wsol")."""
@@ -414,7 +419,7 @@ def settings_from_args(args: argparse.Namespace) -> EvalSettings:
                                                      "match_prefix", "drop_empty", "prompt",
                                                      "strict", "closing", "class_prompt", "entity_average",
                                                      "box_resolution", "wsol_iou_area", "score_threshold",
-                                                     "top_k", "max_side") if hasattr(args, name)}
+                                                     "top_k", "cross_phrase_iou", "score_view", "max_side") if hasattr(args, name)}
     if hasattr(args, "first_name_only"):
         extra["all_names"] = not args.first_name_only
     if hasattr(args, "no_classify"):

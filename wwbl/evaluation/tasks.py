@@ -36,7 +36,7 @@ from wwbl.clip import minmax_normalize
 from wwbl.defaults import POINTING_TIES
 from wwbl.extractors.postprocess import close_map
 from wwbl.images import resize_heatmap, to_tensor01
-from wwbl.inference.scoring import Scoring, box_heat, confidence, crop_similarity
+from wwbl.inference.scoring import Scoring, box_heat, box_similarity, confidence
 from wwbl.metrics import (
     AccAtIoU,
     BoxAccuracy,
@@ -198,7 +198,7 @@ class GroundingTask:
         every box of the batch go through CLIP together."""
         labels = [[s.phrases[0] for s, d in zip(u.samples, ds) for _ in range(len(d))] for u, ds in zip(units, dets)]
         boxes = [torch.cat([d.boxes for d in ds]) if ds else torch.zeros(0, 4) for ds in dets]
-        cosines = crop_similarity(self.extractor, [to_tensor01(i) for i in images], boxes, labels)
+        cosines = box_similarity(self.extractor, [to_tensor01(i) for i in images], boxes, labels, self.scoring.view)
         out = []
         for unit, ds, cos, image_maps, image_ranges in zip(units, dets, cosines, maps, ranges):
             counts = [len(s.phrases) for s in unit.samples]

@@ -43,7 +43,8 @@ def box_rule_from_args(args: argparse.Namespace, rule: RuleName = "wsg") -> BoxR
 
 def scoring_from_args(args: argparse.Namespace) -> Scoring:
     """The :class:`Scoring` named by the flags of :func:`add_score_arguments`."""
-    return Scoring(threshold=args.score_threshold, top_k=args.top_k)
+    return Scoring(threshold=args.score_threshold, top_k=args.top_k, view=args.score_view,
+                   cross_phrase_iou=args.cross_phrase_iou)
 
 
 def pipeline_options_from_args(args: argparse.Namespace) -> WWbLOptions:
@@ -53,6 +54,6 @@ def pipeline_options_from_args(args: argparse.Namespace) -> WWbLOptions:
                               reference_crop_size=REFERENCE_CROP_SIZE if args.reference_crops else None,
                               share_identical_crops=not args.caption_repeated_crops)
     proposals = ProposalGenerator(encoding=args.ss_encoding, dedup_iou=args.proposal_dedup_iou,
-                                  max_proposals=args.max_proposals)
+                                  max_proposals=args.max_proposals, min_area_ratio=args.min_proposal_area)
     return WWbLOptions(proposals=proposals, caption=caption, cluster_threshold=args.cluster_threshold,
                        min_cluster_size=args.min_cluster_size)

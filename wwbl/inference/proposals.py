@@ -10,8 +10,10 @@ As the reference (REFERENCE.md W§7 items 1–3), proposals are computed in a sq
   which yields up to ~3× more boxes.
 * Grid boxes for fractions 1/2, 1/3, 1/4: side ``int(S·f) + 1`` with corners on
   ``range(0, S, side)``, clipped at the border.
-* Only boxes whose area exceeds ``min_area_ratio`` (10 %) of the frame are kept (this drops the
-  1/4 grid at S = 224, as in the reference).
+* Only boxes whose area exceeds ``min_area_ratio`` (10 %, ``--min-proposal-area``) of the frame are
+  kept (this drops the 1/4 grid at S = 224, as in the reference). It suits photos, whose objects are
+  large; it would drop most objects of the shapes world (2–20 % of a scene), whose demo uses
+  ``--min-proposal-area 0.02`` (the Makefile's ``DEMO_FLAGS``).
 * Optional, off by default as in the reference (both change WWbL's output, for speed: BLIP
   captions every proposal):
 
@@ -43,7 +45,7 @@ from PIL import Image
 from torchvision.ops import nms
 
 from wwbl.boxes import from_coco_xywh
-from wwbl.defaults import SS_ENCODING
+from wwbl.defaults import MIN_PROPOSAL_AREA, SS_ENCODING
 
 Encoding = Literal["reference", "uint8_bgr"]
 
@@ -88,7 +90,7 @@ class ProposalGenerator:
     inc_k: int = 150
     sigma: float = 0.8
     grid_fractions: tuple[float, ...] = (1 / 2, 1 / 3, 1 / 4)
-    min_area_ratio: float = 0.1
+    min_area_ratio: float = MIN_PROPOSAL_AREA
     selective_search: bool = True
     dedup_iou: float | None = None
     max_proposals: int | None = None
@@ -100,6 +102,8 @@ class ProposalGenerator:
             raise ValueError("working_size must be at least 8 pixels")
         if self.dedup_iou is not None and not 0.0 <= self.dedup_iou <= 1.0:
             raise ValueError(f"dedup_iou must lie in [0, 1] (or be None: off), got {self.dedup_iou}")
+        if not 0.0 <= self.min_area_ratio < 1.0:
+            raise ValueError(f"min_area_ratio must lie in [0, 1), got {self.min_area_ratio}")
         if self.max_proposals is not None and self.max_proposals < 1:
             raise ValueError(f"max_proposals must be at least 1 (or None: no cap), got {self.max_proposals}")
         if self.selective_search:
