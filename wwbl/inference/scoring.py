@@ -15,8 +15,8 @@ The confidence of a box ``b`` cut from the map of phrase ``t`` in image ``I``:
   place and at its scale, as L_fore shows CLIP g's masks; ``"crop"`` resizes the box to CLIP's input
   (``roi_align``), which blows a small object up beyond the sizes CLIP saw in training. On the shapes
   world's test split, with ground-truth boxes, the shapes CLIP names an object among the scene's
-  phrases 89 % of the time in the context view (a mean-colour fill) and 75 % in the crop view, and
-  tells it from the other shapes of its colour 70 % against 41 % (``docs/shapes_report/scores.md``).
+  phrases 89 % of the time in the context view and 76 % in the crop view, and tells it from the
+  other shapes of its colour 72 % against 44 % (``docs/shapes_report/scores.md``).
 * ``heat(b)`` — the mean of the **raw** map inside the box, recovered from the same forward pass as
   ``min + (max − min) · normalised`` (:meth:`HeatmapExtractor.heatmaps_and_ranges`). Only where the
   raw maps are absolute (``extractor.absolute_maps``: network g, whose map is a per-pixel sigmoid, so
@@ -53,8 +53,6 @@ from wwbl.extractors.base import HeatmapExtractor
 from wwbl.images import as_tensor01
 
 CROPS_PER_FORWARD = 256  # bounds CLIP's activation memory on batches with very many boxes
-# How CLIP sees a box (SCORE_VIEWS): "context" keeps the whole frame with everything outside the box set to
-# CLIP's mean colour (as L_fore shows CLIP g's masks, in place and at scale); "crop" resizes the box to CLIP's input.
 
 
 @dataclass(frozen=True)
@@ -99,8 +97,9 @@ def cross_phrase_survivors(detections: Detections, iou: float) -> Tensor:
     count = len(detections)
     if count == 0:
         return torch.zeros(0, dtype=torch.long)
-    names = {p: i for i, p in enumerate(dict.fromkeys(detections.phrases or [""] * count))}
-    label = torch.tensor([names[p] for p in (detections.phrases or [""] * count)])
+    phrases = detections.phrases or [""] * count
+    names = {p: i for i, p in enumerate(dict.fromkeys(phrases))}
+    label = torch.tensor([names[p] for p in phrases])
     overlaps = (box_iou(detections.boxes.float(), detections.boxes.float()) > iou) & (label[:, None] != label[None])
     alive = torch.ones(count, dtype=torch.bool)
     for i in detections.scores.argsort(descending=True, stable=True).tolist():  # greedy by nature
