@@ -28,9 +28,9 @@ from shapes_world.captions import with_article
 from shapes_world.config import load_world_config
 from shapes_world.generator import ShapesWorld
 from wwbl.box_rules import BoxRule
+from wwbl.defaults import SCORE_VIEWS
 from wwbl.images import as_tensor01, load_image
 from wwbl.inference.api import load
-from wwbl.defaults import SCORE_VIEWS
 from wwbl.inference.scoring import box_heat, box_similarity, confidence
 from wwbl.readers.flickr30k import load_flickr30k
 
