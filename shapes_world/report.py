@@ -89,6 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--g-config", default=defaults.g_config, help="g's training config (the ablation overrides it)")
     p.add_argument("--limit", type=int, default=defaults.limit, help="WSG: first N images of each split")
     p.add_argument("--wwbl-limit", type=int, default=defaults.wwbl_limit, help="WWbL: first N images of each split")
+    p.add_argument("--wwbl-min-proposal-area", type=float, default=defaults.wwbl_min_proposal_area,
+                   help="WWbL: proposals must cover more than this fraction of the frame (reference 0.1)")
     p.add_argument("--ablation-steps", type=int, default=defaults.ablation_steps, help="training steps per arm")
     p.add_argument("--ablation-limit", type=int, default=defaults.ablation_limit,
                    help="WSG images per split for each ablation run")

@@ -15,8 +15,10 @@ from shapes_world.config import read_yaml
 from shapes_world.history import val_history_ties
 from shapes_world.report_settings import SPLITS, ReportSettings
 from wwbl.clip import ClipSpec
-from wwbl.defaults import POINTING_TIES
+from wwbl.defaults import MIN_PROPOSAL_AREA, POINTING_TIES
 from wwbl.evaluation.evaluate import EvalSettings, run_evaluation
+from wwbl.inference.options import WWbLOptions
+from wwbl.inference.proposals import ProposalGenerator
 
 log = logging.getLogger("shapes_world.report")
 
@@ -115,6 +117,8 @@ def cli_command(settings: EvalSettings) -> str:
         parts += ["--option", f"{key}={json.dumps(value)}"]
     if settings.task == "wwbl":
         parts += ["--captioner", str(settings.captioner), "--match-prefix", settings.match_prefix]
+        if settings.pipeline.proposals.min_area_ratio != MIN_PROPOSAL_AREA:
+            parts += ["--min-proposal-area", f"{settings.pipeline.proposals.min_area_ratio:g}"]
     if settings.pointing_ties != POINTING_TIES[0]:
         parts += ["--pointing-ties", settings.pointing_ties]
     if settings.limit:
@@ -191,17 +195,19 @@ def wwbl_rows(ev: Evaluator) -> dict[str, Any]:
     """WWbL metric of Algorithm 1 with g and with GAE as g's teacher (WWbL Table 7 in miniature)."""
     rows: dict[str, dict[str, Any]] = {}
     teacher = EXTRACTORS[teacher_label(ev.s.g_config)]
+    area = ev.s.wwbl_min_proposal_area
+    pipeline = WWbLOptions(proposals=ProposalGenerator(min_area_ratio=area))
     for split in SPLITS:
         for label, kwargs in (("g", {"checkpoint": ev.s.g_checkpoint}),
                               ("gae", {"method": teacher[0], "options": teacher[1]})):
             if label == "g" and not ev.s.has_g:
                 rows.setdefault(label, {})[split] = {"missing": f"no exported g at {ev.s.g_checkpoint}"}
                 continue
-            settings = ev.eval_settings("wwbl", split, label, limit=ev.s.wwbl_limit, captioner=ev.s.blip,
-                                        match_prefix="", **kwargs)
+            settings = ev.eval_settings("wwbl", split, f"{label}-area{area:g}", limit=ev.s.wwbl_limit,
+                                        captioner=ev.s.blip, match_prefix="", pipeline=pipeline, **kwargs)
             try:
                 rows.setdefault(label, {})[split] = ev.run(settings)
             except (ValueError, RuntimeError, OSError) as err:
                 log.error("WWbL %s on %s failed: %s", label, split, err)
                 rows.setdefault(label, {})[split] = {"error": f"{type(err).__name__}: {err}"}
-    return {"rows": rows, "captioner": ev.s.blip, "match_prefix": ""}
+    return {"rows": rows, "captioner": ev.s.blip, "match_prefix": "", "min_proposal_area": area}

@@ -1,5 +1,8 @@
 """The LightningModule: the loss wiring against a naive recomputation, validation in the original frame,
 option checks and g's network config."""
+import math
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 import torch
@@ -86,6 +89,29 @@ def test_bad_options_are_rejected():
         tiny_module(loss_form="reference_wsol")
     with pytest.raises(ValueError, match="mask_space"):
         tiny_module(mask_space="lab")
+    with pytest.raises(ValueError, match="lr_schedule"):
+        tiny_module(lr_schedule="step")
+
+
+def test_constant_schedule_is_plain_sgd():
+    optimizer = tiny_module(lr=0.1).configure_optimizers()
+    assert isinstance(optimizer, torch.optim.SGD) and optimizer.param_groups[0]["lr"] == 0.1
+
+
+def test_cosine_schedule_halves_the_step_midway_and_ends_at_zero():
+    module = tiny_module(lr=0.1, lr_schedule="cosine")
+    module._trainer = SimpleNamespace(estimated_stepping_batches=10)
+    config = module.configure_optimizers()
+    optimizer, scheduler = config["optimizer"], config["lr_scheduler"]["scheduler"]
+    assert config["lr_scheduler"]["interval"] == "step"
+    seen = [optimizer.param_groups[0]["lr"]]
+    for _ in range(10):
+        optimizer.step()
+        scheduler.step()
+        seen.append(optimizer.param_groups[0]["lr"])
+    expected = [0.05 * (1 + math.cos(math.pi * t / 10)) for t in range(11)]  # 0.1 · (1 + cos(πt/T)) / 2
+    assert seen == pytest.approx(expected, abs=1e-12)
+    assert seen[5] == pytest.approx(0.05) and seen[10] == pytest.approx(0.0, abs=1e-12)
 
 
 @pytest.mark.slow

@@ -91,6 +91,9 @@ TASK_ARCHITECTURES = {"wsg": "grounding_net", "wsol": "wsol_unet"}
 LEGACY_NETWORK_HPARAMS = ("input_norm", "vgg_width_div", "decoder_channels", "backbone", "max_decoder_channels")
 MASK_SPACES = ("image", "reference")
 REG_SPACES = ("g", "clip")
+# "constant": the released code's (its step_size / gamma are parsed, never used); "cosine": the SGD
+# step decays to 0 over the run's optimiser steps (per step, as ``trainer.estimated_stepping_batches``).
+LR_SCHEDULES = ("constant", "cosine")
 # The released WSOL code's CUB prompt list minus the target (index 0, "bird").
 CUB_BACKGROUND_PROMPTS = ["sky", "lake", "sea", "tree", "leaves", "axes", "person"]
 
@@ -123,6 +126,7 @@ class WWbLModule(L.LightningModule):
             mean of the 224 mask).
         relevancy_start_layer: Chefer relevancy start block (-1 = last only, as the reference).
         lr, momentum, weight_decay: SGD (paper: 3e-4, 0.9, 1e-4; released code lr 1.2e-3).
+        lr_schedule: "constant" (default, the released code's) or "cosine" (decay to 0 over the run).
         val_box_mode: box rule for the validation box accuracy, "paper" or "reference" (the
             released code's): for WSG ``wsg_boxes`` (NMS 0.3 vs. the union rule), for WSOL
             ``wsol_box`` (the largest contour at 0.1 of the map vs. of the cubehelix gray).
@@ -163,6 +167,7 @@ class WWbLModule(L.LightningModule):
         lr: float = 3e-4,
         momentum: float = 0.9,
         weight_decay: float = 1e-4,
+        lr_schedule: str = "constant",
         val_box_mode: str = "paper",
         val_box_threshold: float | None = None,
         val_box_nms_iou: float | None = None,
@@ -177,6 +182,7 @@ class WWbLModule(L.LightningModule):
         _check_choice("mask_space", mask_space, MASK_SPACES)
         _check_choice("reg_space", reg_space, REG_SPACES)
         _check_choice("val_pointing_ties", val_pointing_ties, POINTING_TIES)
+        _check_choice("lr_schedule", lr_schedule, LR_SCHEDULES)
         if loss_form == "reference_wsol" and not background_prompts:
             raise ValueError("loss_form='reference_wsol' needs background_prompts (e.g. the CUB list "
                              f"{CUB_BACKGROUND_PROMPTS})")
@@ -267,9 +273,14 @@ class WWbLModule(L.LightningModule):
         self.log("train/loss", terms["loss"], prog_bar=True, batch_size=batch_size)
         return terms["loss"]
 
-    def configure_optimizers(self) -> torch.optim.Optimizer:
+    def configure_optimizers(self) -> torch.optim.Optimizer | dict[str, Any]:
         hp = self.hparams
-        return torch.optim.SGD(self.net.parameters(), lr=hp.lr, momentum=hp.momentum, weight_decay=hp.weight_decay)
+        sgd = torch.optim.SGD(self.net.parameters(), lr=hp.lr, momentum=hp.momentum, weight_decay=hp.weight_decay)
+        if hp.lr_schedule == "constant":
+            return sgd
+        steps = max(1, int(self.trainer.estimated_stepping_batches))
+        cosine = torch.optim.lr_scheduler.CosineAnnealingLR(sgd, T_max=steps)
+        return {"optimizer": sgd, "lr_scheduler": {"scheduler": cosine, "interval": "step"}}
 
     # -- validation: pointing game and box accuracy on a grounding split ---------------------------
     def setup(self, stage: str) -> None:
