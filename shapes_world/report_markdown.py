@@ -9,6 +9,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from wwbl.defaults import MIN_PROPOSAL_AREA
+
 SPLIT_TITLES = {"test": "held-out test", "openworld": "open world"}
 ROW_TITLES = {
     "random": "random point / random box (baseline)",
@@ -310,7 +312,7 @@ def render_wwbl(report: dict[str, Any]) -> list[str]:
 
 def _area_percent(wwbl: dict[str, Any]) -> str:
     """The proposal area filter of the WWbL rows, as a percentage (reports from before it: the reference's 10 %)."""
-    return f"{100 * wwbl.get('min_proposal_area', 0.1):g} %"
+    return f"{100 * wwbl.get('min_proposal_area', MIN_PROPOSAL_AREA):g} %"
 
 
 def _mean_std(result: dict[str, Any] | None, key: str) -> str:
