@@ -22,7 +22,7 @@ class ReportSettings:
     blip: str = "checkpoints/shapes_blip"
     g_config: str = "configs/shapes/g.yaml"
     limit: int = 200  # WSG: first N images of each split
-    wwbl_limit: int = 25  # WWbL: first N images of each split (BLIP over all proposals is the slow part)
+    wwbl_limit: int = 200  # WWbL: first N images of each split, as WSG (at 25, one entity weighed 2 points)
     # Algorithm 1's proposals must cover more than this fraction of the frame. The reference keeps > 10 %,
     # which drops most shapes-world objects (2-20 % of a scene) before BLIP sees them; 2 % as `make demo`.
     wwbl_min_proposal_area: float = 0.02
